@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every suite (unit, unit under ASan/UBSan, integration, nested KVM) and prints
+# one closing line "N passed, N failed" counted from the JUnit files each suite writes.
+# Usage: tests/run-all.sh [suite...]   (default: all suites)
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+. build/conduit-env.sh
+results=$top/build/test-results
+rm -rf "$results"
+mkdir -p "$results"
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(unit asan integration nested)
+py=/usr/bin/python3
+
+note_crash() {  # a suite that ended without writing its results counts as one failure
+    "$py" tests/lib/junit.py crash "$results/$1-crash.xml" "$1" "$2"
+}
+
+for suite in "${suites[@]}"; do
+    echo "=== suite: $suite"
+    case "$suite" in
+        unit)
+            meson test -C build/release --suite unit --print-errorlogs --num-processes 2 \
+                --test-args="--gtest_output=xml:$results/" >"$results/unit.log" 2>&1
+            rc=$?; tail -n 20 "$results/unit.log"
+            ls "$results"/*.xml >/dev/null 2>&1 || note_crash unit "meson test exited $rc"
+            ;;
+        asan)
+            if [ ! -f build/asan/build.ninja ]; then
+                meson setup build/asan -Db_sanitize=address,undefined -Db_lundef=false \
+                    --buildtype=debug >"$results/asan-setup.log" 2>&1 || { cat "$results/asan-setup.log"; }
+            fi
+            mkdir -p "$results/asan"
+            ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+                meson test -C build/asan --suite unit --print-errorlogs --num-processes 2 \
+                --test-args="--gtest_output=xml:$results/asan/" >"$results/asan.log" 2>&1
+            rc=$?; tail -n 20 "$results/asan.log"
+            ls "$results"/asan/*.xml >/dev/null 2>&1 || note_crash asan "meson test exited $rc"
+            ;;
+        integration|nested)
+            "$py" -m pytest -p no:cacheprovider -v "tests/$suite" \
+                --junitxml="$results/$suite.xml" 2>&1 | tee "$results/$suite.log"
+            rc=${PIPESTATUS[0]}
+            [ -f "$results/$suite.xml" ] || note_crash "$suite" "pytest exited $rc"
+            ;;
+        *) echo "unknown suite $suite" >&2; note_crash "$suite" "unknown suite" ;;
+    esac
+done
+
+"$py" tests/lib/junit.py summary "$results"
