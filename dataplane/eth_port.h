@@ -1,0 +1,62 @@
+// dataplane/eth_port: the uplink, any DPDK ethdev named by devargs: a PCI address for a
+// real NIC, or a virtual device such as net_af_packet0,iface=eth1, net_af_xdp, net_memif,
+// net_tap. Its devargs are handed to the EAL at start-up (see Eal).
+#pragma once
+
+#include <rte_spinlock.h>
+
+#include <atomic>
+
+#include "dataplane/port.h"
+
+struct rte_mempool;
+
+namespace conduit::dp {
+
+class EthPort final : public Port {
+public:
+    struct Options {
+        std::string devargs;
+        uint16_t rx_queues = 1;
+        uint16_t rx_descriptors = 1024;
+        uint16_t tx_descriptors = 1024;
+        unsigned workers = 1;
+    };
+
+    EthPort(std::string name, sw::PortIndex index, Options options, rte_mempool* pool);
+    ~EthPort() override;
+
+    void start() override;
+    void stop() override;
+    const char* type() const override { return "ethdev"; }
+    std::string endpoint() const override { return options_.devargs; }
+    uint16_t rx_queue_count() const override { return rx_queues_; }
+    uint16_t port_id() const { return port_id_; }
+    uint16_t tx_queue_count() const { return tx_queues_; }
+
+    // Control thread, periodically: the datapath reads the cached link state.
+    void poll_link();
+
+    bool is_up() const override { return link_up_.load(std::memory_order_relaxed); }
+    uint16_t receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
+                     sw::PortCounters& counters) override;
+    void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
+                  sw::PortCounters& counters) override;
+
+    // The name EAL gives the device for these devargs ("net_af_packet0", "0000:01:00.0").
+    static std::string device_name(const std::string& devargs);
+
+private:
+    Options options_;
+    rte_mempool* pool_;
+    uint16_t port_id_ = 0;
+    uint16_t rx_queues_ = 1;
+    uint16_t tx_queues_ = 1;
+    bool started_ = false;
+    // Set when the device has fewer transmit queues than there are workers.
+    bool tx_shared_ = false;
+    std::atomic<bool> link_up_{false};
+    rte_spinlock_t tx_lock_[64];  // workers are at most 64 (config)
+};
+
+}  // namespace conduit::dp
