@@ -80,6 +80,7 @@ void EthPort::start() {
                                  rte_strerror(-rc));
     }
     started_ = true;
+    ready_.store(true, std::memory_order_release);
     // A switch port must see every frame on the wire, not only those for its own MAC.
     if (rte_eth_promiscuous_enable(port_id_) != 0) {
         CLOG_WARN("ethdev", "port %s: cannot enable promiscuous mode", name().c_str());
@@ -94,6 +95,7 @@ void EthPort::stop() {
     if (!started_) {
         return;
     }
+    ready_.store(false, std::memory_order_release);
     rte_eth_dev_stop(port_id_);
     rte_eth_dev_close(port_id_);
     started_ = false;
@@ -108,13 +110,16 @@ void EthPort::poll_link() {
 }
 
 uint16_t EthPort::receive(uint16_t queue, rte_mbuf** pkts, uint16_t max, sw::PortCounters&) {
+    if (!ready_.load(std::memory_order_acquire)) {
+        return 0;
+    }
     // Allocation failures are counted by the PMD (rx_nombuf) and reported with its stats.
     return rte_eth_rx_burst(port_id_, queue, pkts, max);
 }
 
 void EthPort::transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
                        sw::PortCounters& counters) {
-    if (!link_up_.load(std::memory_order_relaxed)) {
+    if (!link_up_.load(std::memory_order_relaxed) || !ready_.load(std::memory_order_acquire)) {
         counters.drop_tx_port_down.add(count);
         rte_pktmbuf_free_bulk(pkts, count);
         return;

@@ -56,6 +56,8 @@ private:
     // Set when the device has fewer transmit queues than there are workers.
     bool tx_shared_ = false;
     std::atomic<bool> link_up_{false};
+    // Workers poll every port from the start; an ethdev answers only once it is started.
+    std::atomic<bool> ready_{false};
     rte_spinlock_t tx_lock_[64];  // workers are at most 64 (config)
 };
 

@@ -1,11 +1,13 @@
 #include "dataplane/vhost_port.h"
 
 #include <rte_mbuf.h>
+#include <rte_mempool.h>
 #include <rte_vhost.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -143,8 +145,8 @@ void VhostUserPort::start() {
         throw std::runtime_error("port " + name() + ": cannot start vhost-user socket " + path +
                                  (options_.client ? "" : " (is the directory writable?)"));
     }
-    CLOG_INFO("vhost", "port %s: %s on %s", name().c_str(),
-              options_.client ? "connecting (client mode) to" : "listening (server mode)",
+    CLOG_INFO("vhost", "port %s: %s %s", name().c_str(),
+              options_.client ? "client mode, connecting to" : "server mode, listening on",
               path.c_str());
 }
 
@@ -216,9 +218,13 @@ uint16_t VhostUserPort::receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
     }
     const uint16_t got = rte_vhost_dequeue_burst(vid, vring, pool_, pkts, max);
     // The library returns nothing, and leaves the frames in the guest's ring, when it
-    // cannot allocate mbufs. Only an empty poll pays for this check.
-    if (got == 0 && rte_vhost_rx_queue_count(vid, vring) != 0) {
-        counters.drop_rx_nombuf.add(1);
+    // cannot allocate mbufs for them (it also returns nothing while the vhost thread
+    // holds the ring, so the pool itself is asked). Only an empty poll pays for this.
+    if (got == 0) {
+        const uint32_t waiting = rte_vhost_rx_queue_count(vid, vring);
+        if (waiting != 0 && rte_mempool_avail_count(pool_) < std::min<uint32_t>(waiting, max)) {
+            counters.drop_rx_nombuf.add(1);
+        }
     }
     return got;
 }

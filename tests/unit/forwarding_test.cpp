@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <map>
 #include <memory>
@@ -26,7 +27,8 @@ class EalEnvironment : public ::testing::Environment {
 public:
     void SetUp() override {
         // Private, file-less EAL: no hugepages, no devices, no shared config.
-        std::string prefix = "fwdtest" + std::to_string(getpid());
+        prefix_ = "fwdtest" + std::to_string(getpid());
+        const std::string& prefix = prefix_;
         const char* args[] = {"forwarding_test", "--no-huge",      "--no-pci",
                               "--no-shconf",     "--file-prefix",  prefix.c_str(),
                               "-m",              "64",             "--lcores",
@@ -47,7 +49,12 @@ public:
     void TearDown() override {
         rte_mempool_free(g_pool);
         rte_eal_cleanup();
+        std::error_code ignored;
+        std::filesystem::remove_all("/var/run/dpdk/" + prefix_, ignored);
     }
+
+private:
+    std::string prefix_;
 };
 
 const auto* const g_env = ::testing::AddGlobalTestEnvironment(new EalEnvironment);
