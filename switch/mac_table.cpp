@@ -143,6 +143,7 @@ MacTable::Learn MacTable::learn(Mac mac, PortIndex port, uint64_t now_ms) {
 }
 
 MacTable::AgeResult MacTable::age(uint64_t now_ms) {
+    std::lock_guard lock(control_mutex_);
     Slots& s = *slots_.load(std::memory_order_acquire);
     AgeResult result;
     uint32_t dead = 0;
@@ -200,6 +201,7 @@ void MacTable::compact() {
 }
 
 uint32_t MacTable::flush_port(PortIndex port) {
+    std::lock_guard lock(control_mutex_);
     Slots& s = *slots_.load(std::memory_order_acquire);
     uint32_t flushed = 0;
     for (uint32_t i = 0; i <= s.mask; ++i) {
@@ -216,6 +218,7 @@ uint32_t MacTable::flush_port(PortIndex port) {
 }
 
 uint32_t MacTable::flush_all() {
+    std::lock_guard lock(control_mutex_);
     Slots& s = *slots_.load(std::memory_order_acquire);
     uint32_t flushed = 0;
     for (uint32_t i = 0; i <= s.mask; ++i) {
@@ -232,6 +235,7 @@ uint32_t MacTable::flush_all() {
 }
 
 bool MacTable::add_static(Mac mac, PortIndex port) {
+    std::lock_guard lock(control_mutex_);
     Slots& s = *slots_.load(std::memory_order_acquire);
     const uint64_t key = kKeyValid | mac;
     uint32_t idx = home(s, mac);
@@ -263,6 +267,7 @@ bool MacTable::add_static(Mac mac, PortIndex port) {
 }
 
 std::vector<MacTable::Entry> MacTable::entries(uint64_t now_ms) const {
+    std::lock_guard lock(control_mutex_);
     const Slots& s = *slots_.load(std::memory_order_acquire);
     std::vector<Entry> out;
     for (uint32_t i = 0; i <= s.mask; ++i) {

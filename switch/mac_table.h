@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "switch/types.h"
@@ -57,7 +58,9 @@ public:
     PortIndex lookup(Mac mac, uint64_t now_ms) const;
     Learn learn(Mac mac, PortIndex port, uint64_t now_ms);
 
-    // Control thread only (one at a time).
+    // Control path: the ager, port flushes (from the vhost thread) and listings (from
+    // telemetry) may come from different threads; they serialise on a mutex among
+    // themselves. Workers never take it.
     AgeResult age(uint64_t now_ms);
     uint32_t flush_port(PortIndex port);
     uint32_t flush_all();
@@ -103,6 +106,7 @@ private:
     void compact();
 
     const uint32_t capacity_;
+    mutable std::mutex control_mutex_;  // control-path operations only, never the datapath
     std::atomic<uint64_t> aging_ms_;
     WaitForReaders wait_for_readers_;
     std::atomic<Slots*> slots_;
