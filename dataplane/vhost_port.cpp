@@ -121,7 +121,12 @@ void VhostUserPort::start() {
     if (options_.client) {
         flags |= RTE_VHOST_USER_CLIENT;  // and reconnect, which is the library's default
     } else {
-        std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+        std::error_code ec;
+        std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+        if (ec) {
+            throw std::runtime_error("port " + name() + ": cannot create the directory of " +
+                                     path + ": " + ec.message());
+        }
         // A socket left by a conduitd that was killed would make bind() fail.
         struct stat st{};
         if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
