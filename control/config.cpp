@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -119,8 +120,13 @@ void parse_daemon(const Reader& r, const YAML::Node& n, DaemonConfig& d) {
     const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
     if (n["file_prefix"]) {
         d.file_prefix = r.string(n["file_prefix"], "conduitd.file_prefix");
-        if (!valid_name(d.file_prefix)) {
-            r.fail(n["file_prefix"], "file_prefix must be 1-32 letters, digits or '_'");
+        const bool ok = !d.file_prefix.empty() && d.file_prefix.size() <= 32 &&
+                        std::all_of(d.file_prefix.begin(), d.file_prefix.end(), [](char c) {
+                            return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+                                   c == '-';
+                        });
+        if (!ok) {
+            r.fail(n["file_prefix"], "file_prefix must be 1-32 letters, digits, '-' or '_'");
         }
     }
     if (n["main_cpu"]) {

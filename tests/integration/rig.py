@@ -1,0 +1,358 @@
+"""The integration rig: the real conduitd, real DPDK virtio-user guests (dpdk-testpmd),
+a host in a network namespace on a veth uplink, and crafted frames fed through a real
+pcap ethdev. Every helper cleans up after itself, even when a test fails.
+
+CPU placement: conduitd's worker polls on CPU 1 (CPU 0 and 1 with two workers); the
+guests' forwarding lcore polls on CPU 0. Two pollers on one CPU fall to a few thousand
+frames per second, so tests send small, exact batches and wait on counters, never on time.
+"""
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+TOP = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(TOP / "tools"))
+from conduit_telemetry import Telemetry, TelemetryError  # noqa: E402
+
+CONDUITD = TOP / "build" / "release" / "control" / "conduitd"
+HUGEPAGES = os.environ.get("CONDUIT_HUGEPAGES", "1") == "1"
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    """Polls `predicate` until it returns a truthy value; fails with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def remove_dpdk_files(prefix):
+    for f in pathlib.Path("/dev/hugepages").glob(f"{prefix}map_*"):
+        f.unlink(missing_ok=True)
+    subprocess.run(["rm", "-rf", f"/var/run/dpdk/{prefix}"], check=False)
+
+
+def yaml_of(value, indent=0):
+    """A tiny YAML writer for configs (dicts, lists, scalars): no dependency needed."""
+    pad = " " * indent
+    out = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list)):
+                out.append(f"{pad}{k}:")
+                out.append(yaml_of(v, indent + 2))
+            else:
+                out.append(f"{pad}{k}: {json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                inner = yaml_of(item, indent + 2).splitlines()
+                out.append(f"{pad}- {inner[0].strip()}")
+                out.extend(inner[1:])
+            else:
+                out.append(f"{pad}- {item}")
+    return "\n".join(out)
+
+
+class Conduitd:
+    """One conduitd process on a config built by the test."""
+
+    def __init__(self, workdir, bridges, prefix="itest-cd", workers=(1,), mbufs=8191,
+                 extra=None):
+        self.workdir = pathlib.Path(workdir)
+        self.prefix = prefix
+        daemon = {"file_prefix": prefix, "main_cpu": 0, "workers": list(workers),
+                  "hugepages": HUGEPAGES, "memory_mb": 192, "mbufs": mbufs}
+        daemon.update(extra or {})
+        self.config = {"conduitd": daemon, "bridges": bridges}
+        self.config_path = self.workdir / "conduitd.yaml"
+        self.config_path.write_text(yaml_of(self.config) + "\n")
+        self.log_path = self.workdir / "conduitd.log"
+        self.proc = None
+        self.baseline_in_use = None
+
+    def ports(self):
+        return [p["name"] for b in self.config["bridges"] for p in b.get("ports", [])]
+
+    def start(self, wait_up=()):
+        remove_dpdk_files(self.prefix)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([str(CONDUITD), "--config", str(self.config_path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        wait_for(lambda: self._alive() and self._query_ok(), what="conduitd's telemetry")
+        for name in wait_up:
+            self.wait_port(name, "up")
+        return self
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"conduitd exited with {self.proc.returncode}:\n" + self.log_text())
+        return True
+
+    def _query_ok(self):
+        try:
+            self.query("/conduit/mempool")
+            return True
+        except (TelemetryError, OSError, ValueError):
+            return False
+
+    def log_text(self):
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def query(self, command):
+        with Telemetry(self.prefix) as t:
+            return t.query(command)
+
+    def port(self, name):
+        return self.query(f"/conduit/port,{name}")
+
+    def all_ports(self):
+        return self.query("/conduit/ports")
+
+    def bridges(self):
+        return self.query("/conduit/bridges")
+
+    def fdb(self, bridge):
+        return {line.split()[0]: line.split()[1]
+                for line in self.query(f"/conduit/fdb,{bridge}")["table"]}
+
+    def mempool(self):
+        return self.query("/conduit/mempool")
+
+    def workers(self):
+        return self.query("/conduit/workers")
+
+    def wait_port(self, name, state, timeout=20):
+        wait_for(lambda: self._alive() and self.port(name)["state"] == state, timeout=timeout,
+                 what=f"port {name} {state}")
+
+    def wait_counter(self, port, counter, value, timeout=20):
+        return wait_for(lambda: self.port(port)[counter] >= value and self.port(port)[counter],
+                        timeout=timeout, what=f"{port}.{counter} >= {value}") and \
+            self.port(port)[counter]
+
+    def record_baseline(self):
+        self.baseline_in_use = self.mempool()["in_use"]
+        return self.baseline_in_use
+
+    def assert_mempool_at_baseline(self, timeout=10):
+        """No mbuf leak: once traffic stops, in_use returns to its baseline."""
+        base = self.baseline_in_use if self.baseline_in_use is not None else 0
+        wait_for(lambda: self.mempool()["in_use"] == base, timeout=timeout,
+                 what=f"mempool in_use back at baseline {base} (now {self.mempool()})")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+    def stop(self):
+        """SIGTERM: must exit 0 and leave no hugepage or runtime files behind."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=30)
+        self.log.close()
+        assert rc == 0, f"conduitd exited {rc} on SIGTERM:\n{self.log_text()}"
+        leftovers = list(pathlib.Path("/dev/hugepages").glob(f"{self.prefix}map_*"))
+        assert not leftovers, f"hugepage files left behind: {leftovers}"
+        assert not pathlib.Path(f"/var/run/dpdk/{self.prefix}").exists(), "runtime dir left"
+
+    def cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        remove_dpdk_files(self.prefix)
+
+
+class Guests:
+    """Guest NICs: one dpdk-testpmd process holding several virtio-user ports.
+
+    Each port listens on its socket (server=1), as a VM's NIC does in our setup, so it
+    waits across conduitd restarts. testpmd is driven over a fifo on its stdin and read
+    through its own telemetry socket (/ethdev/stats), which counts exactly.
+    """
+
+    def __init__(self, workdir, sockets, prefix="itest-guests", mac_base="02:00:00:00:00:",
+                 cpu=0):
+        self.workdir = pathlib.Path(workdir)
+        self.sockets = [str(s) for s in sockets]
+        self.prefix = prefix
+        self.macs = [f"{mac_base}{i + 1:02x}" for i in range(len(sockets))]
+        self.cpu = cpu
+        self.proc = None
+        self.fifo = self.workdir / f"{prefix}.in"
+        self.log_path = self.workdir / f"{prefix}.log"
+        self.writer = None
+
+    def start(self):
+        remove_dpdk_files(self.prefix)
+        for s in self.sockets:
+            pathlib.Path(s).unlink(missing_ok=True)
+        if not self.fifo.exists():
+            os.mkfifo(self.fifo)
+        mem = ["--single-file-segments", "-m", "128"] if HUGEPAGES else ["--no-huge", "-m", "128"]
+        args = ["dpdk-testpmd", f"--file-prefix={self.prefix}", "--no-pci", *mem,
+                "--lcores", f"0@{self.cpu},1@{self.cpu}", "--log-level=*:warning"]
+        for i, (s, mac) in enumerate(zip(self.sockets, self.macs)):
+            args += ["--vdev", f"net_virtio_user{i},path={s},server=1,queues=1,mac={mac}"]
+        # Each virtio-user receive ring keeps 256 mbufs posted; leave room to transmit.
+        mbufs = 1024 + 320 * len(self.sockets)
+        args += ["--", "-i", f"--total-num-mbufs={mbufs}", "--forward-mode=rxonly",
+                 "--port-topology=loop"]
+        self.log = open(self.log_path, "a")
+        # testpmd opens the fifo for reading; we keep the write end open for commands.
+        self.proc = subprocess.Popen(args, stdin=open(self.fifo, "r+b", buffering=0),
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.writer = open(self.fifo, "w", buffering=1)
+        return self
+
+    def wait_ready(self, timeout=60):
+        """Ready once testpmd's telemetry lists every port (each virtio-user port blocks
+        at probe until the switch connects, so this also waits for conduitd)."""
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"testpmd exited {self.proc.returncode}:\n" +
+                                     self.log_path.read_text()[-3000:])
+            try:
+                with Telemetry(self.prefix) as t:
+                    return len(t.query("/ethdev/list")) == len(self.sockets)
+            except (TelemetryError, OSError, ValueError):
+                return False
+        wait_for(ready, timeout=timeout, what="guests' ports probed")
+        # Start polling so the ports count what they receive.
+        self.cmd("start")
+        return self
+
+    def cmd(self, line):
+        self.writer.write(line + "\n")
+        self.writer.flush()
+
+    def stats(self, port):
+        with Telemetry(self.prefix) as t:
+            return t.query(f"/ethdev/stats,{port}")
+
+    def rx(self, port):
+        return self.stats(port)["ipackets"]
+
+    def tx(self, port):
+        return self.stats(port)["opackets"]
+
+    def send(self, port, dst, count, size=64):
+        """Sends exactly `count` frames from `port` (source = its MAC) to `dst`, then
+        goes back to receiving on every port. count must be a multiple of 8."""
+        assert count % 8 == 0 and count > 0
+        before = self.tx(port)
+        all_ports = ",".join(str(i) for i in range(len(self.sockets)))
+        for line in ["stop", f"set portlist {port}", f"set eth-peer {port} {dst}",
+                     f"set txpkts {size}", "set burst 8", f"start tx_first {count // 8}"]:
+            self.cmd(line)
+        wait_for(lambda: self.tx(port) >= before + count, what=f"guest port {port} sent {count}")
+        for line in ["stop", f"set portlist {all_ports}", "start"]:
+            self.cmd(line)
+        sent = self.tx(port) - before
+        assert sent == count, f"guest port {port} sent {sent}, not {count}"
+
+    def stop_polling(self, ports_polled):
+        """Polls only `ports_polled`: the other ports stop draining their receive rings."""
+        self.cmd("stop")
+        self.cmd("set portlist " + ",".join(str(p) for p in ports_polled))
+        self.cmd("start")
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.cmd("stop")
+                self.cmd("quit")
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.writer.close()
+        self.log.close()
+        self.proc = None
+        remove_dpdk_files(self.prefix)
+        for s in self.sockets:
+            pathlib.Path(s).unlink(missing_ok=True)
+
+
+class NetnsHost:
+    """A host in its own network namespace at the end of a veth pair; the root end is
+    the switch's uplink (net_af_packet). IPv6 is off on both ends so that only the
+    frames a test sends cross the wire."""
+
+    def __init__(self, ns="itest-host", root_if="itest-up0", ns_if="eth0", ip="10.9.0.100/24"):
+        self.ns, self.root_if, self.ns_if, self.ip = ns, root_if, ns_if, ip
+
+    def run(self, *args, check=True, **kw):
+        return subprocess.run(["ip", "netns", "exec", self.ns, *args], check=check,
+                              capture_output=True, text=True, **kw)
+
+    def start(self):
+        self.stop()
+        sh = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if,
+           "netns", self.ns)
+        sh("sysctl", "-qw", f"net.ipv6.conf.{self.root_if}.disable_ipv6=1")
+        sh("ip", "link", "set", self.root_if, "up")
+        self.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        self.run("sysctl", "-qw", f"net.ipv6.conf.{self.ns_if}.disable_ipv6=1")
+        self.run("ip", "addr", "add", self.ip, "dev", self.ns_if)
+        self.run("ip", "link", "set", self.ns_if, "up")
+        self.run("ip", "link", "set", "lo", "up")
+        return self
+
+    def mac(self):
+        return pathlib.Path(f"/sys/class/net/{self.ns_if}/address").read_text().strip() \
+            if False else self.run("cat", f"/sys/class/net/{self.ns_if}/address").stdout.strip()
+
+    def stop(self):
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.root_if], capture_output=True)
+
+
+def mac_bytes(mac):
+    return bytes(int(x, 16) for x in mac.split(":"))
+
+
+def frame(dst, src, length=64, ethertype=0x88B5):
+    """An Ethernet frame (local experimental ethertype) padded to `length` bytes."""
+    head = mac_bytes(dst) + mac_bytes(src) + struct.pack("!H", ethertype)
+    return (head + bytes(max(0, length - len(head))))[:length] if length >= 14 else \
+        (mac_bytes(dst) + mac_bytes(src))[:length]
+
+
+def write_pcap(path, frames):
+    """A classic libpcap file (microsecond timestamps, Ethernet link type)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, data in enumerate(frames):
+            f.write(struct.pack("<IIII", 1, i, len(data), len(data)))
+            f.write(data)
+
+
+def read_pcap(path):
+    data = pathlib.Path(path).read_bytes()
+    frames, off = [], 24
+    while off + 16 <= len(data):
+        _, _, caplen, _ = struct.unpack_from("<IIII", data, off)
+        frames.append(data[off + 16: off + 16 + caplen])
+        off += 16 + caplen
+    return frames
