@@ -368,3 +368,90 @@ def read_pcap(path):
         frames.append(data[off + 16: off + 16 + caplen])
         off += 16 + caplen
     return frames
+
+
+KERNEL = sorted(pathlib.Path("/boot").glob("vmlinuz-*"))
+GUEST_INIT = """
+arg() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+ip link set lo up
+ip link set eth0 up
+ip addr add $(arg guest_ip) dev eth0
+echo "GUEST-UP $(arg guest_ip)"
+for peer in $(arg guest_peers | tr , ' '); do
+    ok=0
+    for try in $(seq 90); do
+        if ping -c 1 -W 1 $peer >/dev/null 2>&1; then ok=1; break; fi
+    done
+    if [ $ok = 1 ] && ping -c 3 -i 0.2 -W 2 $peer >/dev/null 2>&1; then
+        echo "PING-OK $peer"
+    else
+        echo "PING-FAIL $peer"
+    fi
+done
+echo GUEST-DONE
+sleep 3600
+"""
+
+
+def guest_initramfs(workdir):
+    """busybox + virtio-net modules + the script above, for the stock kernel in /boot."""
+    if not KERNEL:
+        raise AssertionError("no kernel in /boot: install linux-image-amd64 (tools/setup.sh)")
+    kver = KERNEL[-1].name[len("vmlinuz-"):]
+    script = pathlib.Path(workdir) / "guest-init.sh"
+    script.write_text(GUEST_INIT)
+    out = TOP / "build" / "guest" / "net-guest.cpio.gz"
+    subprocess.run([sys.executable, str(TOP / "tests" / "guest" / "mkinitramfs.py"),
+                    "--out", str(out), "--kernel-version", kver,
+                    "--modules", "virtio_pci,virtio_net", "--init", str(script)],
+                   check=True, capture_output=True)
+    return KERNEL[-1], out
+
+
+class LinuxGuest:
+    """A real Linux VM under QEMU (TCG, no KVM needed) whose NIC is virtio-net over
+    vhost-user; QEMU listens on the socket (server=on) and conduitd connects to it."""
+
+    def __init__(self, workdir, name, sock, mac, ip, peers, kernel, initrd):
+        self.workdir, self.name, self.sock = pathlib.Path(workdir), name, sock
+        self.console = self.workdir / f"{name}.console"
+        self.args = [
+            "qemu-system-x86_64", "-machine", "q35", "-cpu", "max", "-m", "256",
+            "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{self.console}",
+            "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+            "-numa", "node,memdev=mem",
+            "-chardev", f"socket,id=c0,path={sock},server=on,wait=off",
+            "-netdev", "vhost-user,id=n0,chardev=c0",
+            # vectors=0: QEMU 7.2 under TCG crashes with MSI-X on vhost-user (RIG.md).
+            "-device", f"virtio-net-pci,netdev=n0,mac={mac},vectors=0",
+            "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", f"console=ttyS0 quiet panic=-1 guest_ip={ip} guest_peers={','.join(peers)}",
+        ]
+        self.proc = None
+
+    def start(self):
+        pathlib.Path(self.sock).unlink(missing_ok=True)
+        self.log = open(self.workdir / f"{self.name}.qemu.log", "w")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        wait_for(lambda: self._alive() and pathlib.Path(self.sock).exists(), timeout=30,
+                 what=f"{self.name}'s vhost-user socket")
+        return self
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name}: qemu exited {self.proc.returncode}: " +
+                                 (self.workdir / f"{self.name}.qemu.log").read_text()[-2000:])
+        return True
+
+    def output(self):
+        return self.console.read_text(errors="replace") if self.console.exists() else ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc is not None:
+            self.log.close()
+        pathlib.Path(self.sock).unlink(missing_ok=True)
