@@ -176,6 +176,7 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
         rte_tel_data_add_dict_u64(child, "rx_packets", s.rx_packets.load());
         rte_tel_data_add_dict_u64(child, "idle_sleeps", s.sleeps.load());
         rte_tel_data_add_dict_u64(child, "idle_sleep_us", s.sleep_us.load());
+        rte_tel_data_add_dict_u64(child, "longest_sleep_us", s.longest_sleep_us.load());
         rte_tel_data_add_dict_container(d, ("worker" + std::to_string(w->id())).c_str(), child, 0);
     }
     return 0;

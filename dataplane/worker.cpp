@@ -78,6 +78,10 @@ int Worker::run() {
         const timespec ts{0, static_cast<long>(sleep_us * 1000)};
         nanosleep(&ts, nullptr);
         rcu.online(id_);
+        const uint64_t slept_us = (rte_rdtsc() - now_tsc) * 1'000'000 / hz;
+        if (slept_us > stats_.longest_sleep_us.load(std::memory_order_relaxed)) {
+            stats_.longest_sleep_us.store(slept_us, std::memory_order_relaxed);
+        }
         stats_.sleeps.store(stats_.sleeps.load(std::memory_order_relaxed) + 1,
                             std::memory_order_relaxed);
         stats_.sleep_us.store(stats_.sleep_us.load(std::memory_order_relaxed) + sleep_us,

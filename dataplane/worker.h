@@ -19,14 +19,15 @@ struct RxQueueRef {
     uint16_t queue;
 };
 
-// Idle back-off: after kIdleBeforeSleep without a frame the worker sleeps, starting at
-// kFirstSleep and doubling up to kMaxSleep, so it is back to full polling well within a
-// millisecond of traffic returning while an idle switch costs little CPU.
+// Idle back-off: after idle_before_sleep_us without a frame the worker sleeps, starting at
+// first_sleep_us and doubling up to max_sleep_us, so it is back to full polling well
+// within a millisecond of traffic returning while an idle switch costs little CPU. The
+// cap is low because the kernel's wake-up adds its own delay to every sleep.
 struct BackoffPolicy {
     bool enabled = true;
     uint64_t idle_before_sleep_us = 200;
     uint64_t first_sleep_us = 10;
-    uint64_t max_sleep_us = 500;
+    uint64_t max_sleep_us = 200;
 };
 
 struct WorkerStats {
@@ -35,6 +36,9 @@ struct WorkerStats {
     std::atomic<uint64_t> rx_packets{0};
     std::atomic<uint64_t> sleeps{0};
     std::atomic<uint64_t> sleep_us{0};
+    // The longest single sleep as measured (requested step plus the kernel's wake-up
+    // delay): the most time the worker was away from its queues.
+    std::atomic<uint64_t> longest_sleep_us{0};
 };
 
 class Worker final : private sw::TxSink {

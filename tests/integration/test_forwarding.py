@@ -111,3 +111,31 @@ def test_two_workers_each_forward(rig):
     workers = cd.workers()
     by_queue = {w["queues"]: w["rx_packets"] for w in workers.values()}
     assert by_queue == {"g1:0": 40, "g2:0": 16}, workers
+
+
+def worker_cpu_seconds(pid):
+    """CPU time of conduitd's worker thread (named rte-worker-N by DPDK)."""
+    import os
+    import pathlib
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip().startswith("rte-worker"):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    raise AssertionError("no worker thread found")
+
+
+def test_idle_worker_backs_off_and_returns_to_polling(rig):
+    cd, g = start_pair(rig)
+    time.sleep(1)  # idle: the worker is in its back-off
+    c0, s0 = worker_cpu_seconds(cd.proc.pid), cd.workers()["worker0"]["idle_sleeps"]
+    time.sleep(2)
+    used = (worker_cpu_seconds(cd.proc.pid) - c0) / 2
+    w = cd.workers()["worker0"]
+    # A polling worker would use a whole CPU; backing off it uses a fraction.
+    assert used < 0.5, f"idle worker used {used:.0%} of a CPU"
+    assert w["idle_sleeps"] > s0
+    # Traffic after a long idle period still goes through, every frame.
+    g.send(0, BROADCAST, 64)
+    wait_for(lambda: g.rx(1) == 64, what="frames after idling")
+    assert cd.port("g1")["drop_rx_nombuf"] == 0 and cd.port("g2")["drop_tx_queue_full"] == 0
+    print(f"idle worker CPU {used:.1%}, longest sleep {w['longest_sleep_us']} us")
