@@ -10,7 +10,11 @@ results=$top/build/test-results
 rm -rf "$results"
 mkdir -p "$results"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(unit asan integration nested)
+if [ ${#suites[@]} -eq 0 ]; then
+    suites=(unit asan integration)
+    # The nested-KVM suite joins once it has tests (conduit-vmm's issue).
+    ls tests/nested/test_*.py >/dev/null 2>&1 && suites+=(nested)
+fi
 py=/usr/bin/python3
 
 note_crash() {  # a suite that ended without writing its results counts as one failure
