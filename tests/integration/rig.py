@@ -186,12 +186,14 @@ class Guests:
     """
 
     def __init__(self, workdir, sockets, prefix="itest-guests", mac_base="02:00:00:00:00:",
-                 cpu=0):
+                 cpu=0, connect=()):
         self.workdir = pathlib.Path(workdir)
         self.sockets = [str(s) for s in sockets]
         self.prefix = prefix
         self.macs = [f"{mac_base}{i + 1:02x}" for i in range(len(sockets))]
         self.cpu = cpu
+        # Ports listed in `connect` connect to a listening switch (server=0) instead.
+        self.connect = set(connect)
         self.proc = None
         self.fifo = self.workdir / f"{prefix}.in"
         self.log_path = self.workdir / f"{prefix}.log"
@@ -199,15 +201,17 @@ class Guests:
 
     def start(self):
         remove_dpdk_files(self.prefix)
-        for s in self.sockets:
-            pathlib.Path(s).unlink(missing_ok=True)
+        for i, s in enumerate(self.sockets):
+            if i not in self.connect:
+                pathlib.Path(s).unlink(missing_ok=True)
         if not self.fifo.exists():
             os.mkfifo(self.fifo)
         mem = ["--single-file-segments", "-m", "128"] if HUGEPAGES else ["--no-huge", "-m", "128"]
         args = ["dpdk-testpmd", f"--file-prefix={self.prefix}", "--no-pci", *mem,
                 "--lcores", f"0@{self.cpu},1@{self.cpu}", "--log-level=*:warning"]
         for i, (s, mac) in enumerate(zip(self.sockets, self.macs)):
-            args += ["--vdev", f"net_virtio_user{i},path={s},server=1,queues=1,mac={mac}"]
+            server = 0 if i in self.connect else 1
+            args += ["--vdev", f"net_virtio_user{i},path={s},server={server},queues=1,mac={mac}"]
         # Each virtio-user receive ring keeps 256 mbufs posted; leave room to transmit.
         mbufs = 1024 + 320 * len(self.sockets)
         args += ["--", "-i", f"--total-num-mbufs={mbufs}", "--forward-mode=rxonly",
@@ -300,8 +304,9 @@ class Guests:
         self.log.close()
         self.proc = None
         remove_dpdk_files(self.prefix)
-        for s in self.sockets:
-            pathlib.Path(s).unlink(missing_ok=True)
+        for i, s in enumerate(self.sockets):
+            if i not in self.connect:
+                pathlib.Path(s).unlink(missing_ok=True)
 
 
 class NetnsHost:
