@@ -108,8 +108,9 @@ int main(int argc, char** argv) {
             dp::Dataplane dataplane(config);
             control::telemetry_attach(dataplane);
             dataplane.start();
-            CLOG_NOTICE("main", "ready: %zu bridges, %zu ports, %zu workers; telemetry: "
-                                "dpdk-telemetry.py -f %s",
+            CLOG_NOTICE("main",
+                        "ready: %zu bridges, %zu ports, %zu workers; telemetry: "
+                        "dpdk-telemetry.py -f %s",
                         config.bridges.size(), config.port_count(),
                         config.daemon.worker_cpus.size(), config.daemon.file_prefix.c_str());
             int sig = 0;

@@ -17,7 +17,7 @@ namespace {
 
 // Reads one YAML document while remembering where each value came from.
 class Reader {
-public:
+  public:
     explicit Reader(std::string path) : path_(std::move(path)) {}
 
     [[noreturn]] void fail(const YAML::Node& at, const std::string& reason) const {
@@ -95,7 +95,7 @@ public:
         fail(n, what + " must be true or false");
     }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -120,11 +120,11 @@ void parse_daemon(const Reader& r, const YAML::Node& n, DaemonConfig& d) {
     const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
     if (n["file_prefix"]) {
         d.file_prefix = r.string(n["file_prefix"], "conduitd.file_prefix");
-        const bool ok = !d.file_prefix.empty() && d.file_prefix.size() <= 32 &&
-                        std::all_of(d.file_prefix.begin(), d.file_prefix.end(), [](char c) {
-                            return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
-                                   c == '-';
-                        });
+        const bool ok =
+            !d.file_prefix.empty() && d.file_prefix.size() <= 32 &&
+            std::all_of(d.file_prefix.begin(), d.file_prefix.end(), [](char c) {
+                return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+            });
         if (!ok) {
             r.fail(n["file_prefix"], "file_prefix must be 1-32 letters, digits, '-' or '_'");
         }
@@ -180,8 +180,7 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
     }
     p.name = r.string(n["name"], "port name");
     if (!valid_name(p.name)) {
-        r.fail(n["name"], "port name '" + p.name +
-                              "' must be 1-32 letters, digits or '_'");
+        r.fail(n["name"], "port name '" + p.name + "' must be 1-32 letters, digits or '_'");
     }
     if (!n["type"]) {
         r.fail(n, "port '" + p.name + "' has no 'type' (vhost-user or ethdev)");
@@ -207,8 +206,10 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
             } else if (mode == "server") {
                 p.mode = VhostMode::kServer;
             } else {
-                r.fail(n["mode"], "mode must be 'client' (connect to the guest's socket) or "
-                                  "'server' (listen), not '" + mode + "'");
+                r.fail(n["mode"],
+                       "mode must be 'client' (connect to the guest's socket) or "
+                       "'server' (listen), not '" +
+                           mode + "'");
             }
         }
         if (n["queues"]) {
@@ -231,10 +232,12 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
             p.queues = r.integer<uint16_t>(n["queues"], "queues", 1, 64);
         }
         if (n["rx_descriptors"]) {
-            p.rx_descriptors = r.integer<uint16_t>(n["rx_descriptors"], "rx_descriptors", 64, 16384);
+            p.rx_descriptors =
+                r.integer<uint16_t>(n["rx_descriptors"], "rx_descriptors", 64, 16384);
         }
         if (n["tx_descriptors"]) {
-            p.tx_descriptors = r.integer<uint16_t>(n["tx_descriptors"], "tx_descriptors", 64, 16384);
+            p.tx_descriptors =
+                r.integer<uint16_t>(n["tx_descriptors"], "tx_descriptors", 64, 16384);
         }
     } else {
         r.fail(n["type"], "unknown port type '" + type + "' (known: vhost-user, ethdev)");
@@ -251,16 +254,14 @@ BridgeConfig parse_bridge(const Reader& r, const YAML::Node& n) {
     }
     b.name = r.string(n["name"], "bridge name");
     if (!valid_name(b.name)) {
-        r.fail(n["name"], "bridge name '" + b.name +
-                              "' must be 1-32 letters, digits or '_'");
+        r.fail(n["name"], "bridge name '" + b.name + "' must be 1-32 letters, digits or '_'");
     }
     if (n["mac_aging"]) {
         b.mac_aging_ms =
             r.integer<uint64_t>(n["mac_aging"], "mac_aging (seconds)", 1, 1'000'000) * 1000;
     }
     if (n["mac_table_size"]) {
-        b.mac_table_size =
-            r.integer<uint32_t>(n["mac_table_size"], "mac_table_size", 1, 1u << 24);
+        b.mac_table_size = r.integer<uint32_t>(n["mac_table_size"], "mac_table_size", 1, 1u << 24);
     }
     if (n["ports"]) {
         const YAML::Node ports = n["ports"];

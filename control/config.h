@@ -13,7 +13,7 @@
 namespace conduit::control {
 
 class ConfigError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

@@ -144,9 +144,8 @@ int cmd_fdb(const char*, const char* params, rte_tel_data* d) {
         if (room-- <= 0) {
             break;
         }
-        const std::string line = sw::mac_to_string(e.mac) + " " +
-                                 g_dp->ports()[e.port]->name() + " " +
-                                 std::to_string(e.age_ms / 1000) + "s" +
+        const std::string line = sw::mac_to_string(e.mac) + " " + g_dp->ports()[e.port]->name() +
+                                 " " + std::to_string(e.age_ms / 1000) + "s" +
                                  (e.is_static ? " static" : "");
         rte_tel_data_add_array_string(table, line.c_str());
     }

@@ -94,9 +94,13 @@ void Dataplane::place_queues() {
     }
 }
 
-uint64_t Dataplane::now_ms() const { return (rte_rdtsc() - epoch_tsc_) / (rte_get_tsc_hz() / 1000); }
+uint64_t Dataplane::now_ms() const {
+    return (rte_rdtsc() - epoch_tsc_) / (rte_get_tsc_hz() / 1000);
+}
 
-int Dataplane::launch(void* worker) { return static_cast<Worker*>(worker)->run(); }
+int Dataplane::launch(void* worker) {
+    return static_cast<Worker*>(worker)->run();
+}
 
 void Dataplane::start() {
     running_.store(true);
@@ -105,8 +109,7 @@ void Dataplane::start() {
     for (auto& w : workers_) {
         const int rc = rte_eal_remote_launch(&Dataplane::launch, w.get(), w->lcore());
         if (rc != 0) {
-            throw std::runtime_error("cannot launch worker on lcore " +
-                                     std::to_string(w->lcore()));
+            throw std::runtime_error("cannot launch worker on lcore " + std::to_string(w->lcore()));
         }
         CLOG_INFO("worker", "worker %u on CPU %u polls %zu queue(s)", w->id(), w->cpu(),
                   w->queues().size());
@@ -175,13 +178,13 @@ const Bridge* Dataplane::find_bridge(const std::string& name) const {
 
 std::vector<std::pair<const char*, uint64_t>> Dataplane::port_counters(sw::PortIndex port) const {
     std::vector<std::pair<const char*, uint64_t>> out;
-#define CONDUIT_SUM(name, help)                       \
-    {                                                 \
-        uint64_t sum = 0;                             \
-        for (const auto& w : workers_) {              \
+#define CONDUIT_SUM(name, help)                          \
+    {                                                    \
+        uint64_t sum = 0;                                \
+        for (const auto& w : workers_) {                 \
             sum += w->counters().ports[port].name.get(); \
-        }                                             \
-        out.emplace_back(#name, sum);                 \
+        }                                                \
+        out.emplace_back(#name, sum);                    \
     }
     CONDUIT_PORT_COUNTERS(CONDUIT_SUM)
 #undef CONDUIT_SUM
@@ -190,13 +193,13 @@ std::vector<std::pair<const char*, uint64_t>> Dataplane::port_counters(sw::PortI
 
 std::vector<std::pair<const char*, uint64_t>> Dataplane::bridge_counters(uint16_t bridge) const {
     std::vector<std::pair<const char*, uint64_t>> out;
-#define CONDUIT_SUM(name, help)                          \
-    {                                                    \
-        uint64_t sum = 0;                                \
-        for (const auto& w : workers_) {                 \
+#define CONDUIT_SUM(name, help)                              \
+    {                                                        \
+        uint64_t sum = 0;                                    \
+        for (const auto& w : workers_) {                     \
             sum += w->counters().bridges[bridge].name.get(); \
-        }                                                \
-        out.emplace_back(#name, sum);                    \
+        }                                                    \
+        out.emplace_back(#name, sum);                        \
     }
     CONDUIT_BRIDGE_COUNTERS(CONDUIT_SUM)
 #undef CONDUIT_SUM

@@ -28,7 +28,7 @@ struct Bridge {
 };
 
 class Dataplane {
-public:
+  public:
     explicit Dataplane(const control::Config& config);  // the EAL must be up
     ~Dataplane();
     Dataplane(const Dataplane&) = delete;
@@ -62,7 +62,7 @@ public:
     std::vector<std::pair<const char*, uint64_t>> port_counters(sw::PortIndex port) const;
     std::vector<std::pair<const char*, uint64_t>> bridge_counters(uint16_t bridge) const;
 
-private:
+  private:
     void place_queues();
     static int launch(void* worker);
 

@@ -10,18 +10,17 @@
 namespace conduit::dp {
 
 class Eal {
-public:
+  public:
     // hugepages_usable: false forces --no-huge (memfd-backed memory) whatever the config says.
     Eal(const control::Config& config, bool hugepages_usable);
     ~Eal();
     Eal(const Eal&) = delete;
     Eal& operator=(const Eal&) = delete;
 
-    static std::vector<std::string> arguments(const control::Config& config,
-                                              bool hugepages_usable);
+    static std::vector<std::string> arguments(const control::Config& config, bool hugepages_usable);
     bool hugepages() const { return hugepages_; }
 
-private:
+  private:
     std::string file_prefix_;
     bool hugepages_;
 };

@@ -20,7 +20,9 @@ EthPort::EthPort(std::string name, sw::PortIndex index, Options options, rte_mem
     }
 }
 
-EthPort::~EthPort() { stop(); }
+EthPort::~EthPort() {
+    stop();
+}
 
 void EthPort::start() {
     const std::string dev = device_name(options_.devargs);
@@ -49,13 +51,13 @@ void EthPort::start() {
     rte_eth_conf conf{};
     if (rx_queues_ > 1) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-        conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads &
-                                           (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+        conf.rx_adv_conf.rss_conf.rss_hf =
+            info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
     }
     int rc = rte_eth_dev_configure(port_id_, rx_queues_, tx_queues_, &conf);
     if (rc != 0) {
-        throw std::runtime_error("port " + name() + ": configuring ethdev failed: " +
-                                 rte_strerror(-rc));
+        throw std::runtime_error("port " + name() +
+                                 ": configuring ethdev failed: " + rte_strerror(-rc));
     }
     uint16_t rxd = options_.rx_descriptors, txd = options_.tx_descriptors;
     rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &rxd, &txd);
@@ -63,21 +65,21 @@ void EthPort::start() {
     for (uint16_t q = 0; q < rx_queues_; ++q) {
         rc = rte_eth_rx_queue_setup(port_id_, q, rxd, socket, nullptr, pool_);
         if (rc != 0) {
-            throw std::runtime_error("port " + name() + ": receive queue setup failed: " +
-                                     rte_strerror(-rc));
+            throw std::runtime_error("port " + name() +
+                                     ": receive queue setup failed: " + rte_strerror(-rc));
         }
     }
     for (uint16_t q = 0; q < tx_queues_; ++q) {
         rc = rte_eth_tx_queue_setup(port_id_, q, txd, socket, nullptr);
         if (rc != 0) {
-            throw std::runtime_error("port " + name() + ": transmit queue setup failed: " +
-                                     rte_strerror(-rc));
+            throw std::runtime_error("port " + name() +
+                                     ": transmit queue setup failed: " + rte_strerror(-rc));
         }
     }
     rc = rte_eth_dev_start(port_id_);
     if (rc != 0) {
-        throw std::runtime_error("port " + name() + ": starting ethdev failed: " +
-                                 rte_strerror(-rc));
+        throw std::runtime_error("port " + name() +
+                                 ": starting ethdev failed: " + rte_strerror(-rc));
     }
     started_ = true;
     ready_.store(true, std::memory_order_release);

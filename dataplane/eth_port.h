@@ -14,7 +14,7 @@ struct rte_mempool;
 namespace conduit::dp {
 
 class EthPort final : public Port {
-public:
+  public:
     struct Options {
         std::string devargs;
         uint16_t rx_queues = 1;
@@ -46,7 +46,7 @@ public:
     // The name EAL gives the device for these devargs ("net_af_packet0", "0000:01:00.0").
     static std::string device_name(const std::string& devargs);
 
-private:
+  private:
     Options options_;
     rte_mempool* pool_;
     uint16_t port_id_ = 0;

@@ -12,7 +12,9 @@ std::atomic<Level> g_level{Level::kInfo};
 const char* const kNames[] = {"error", "warning", "notice", "info", "debug"};
 }  // namespace
 
-void set_level(Level level) { g_level.store(level); }
+void set_level(Level level) {
+    g_level.store(level);
+}
 
 bool set_level(const char* name) {
     for (int i = 0; i < 5; ++i) {

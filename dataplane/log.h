@@ -17,6 +17,7 @@ void write(Level level, const char* module, const char* format, ...)
 
 #define CLOG_ERR(mod, ...) ::conduit::log::write(::conduit::log::Level::kError, mod, __VA_ARGS__)
 #define CLOG_WARN(mod, ...) ::conduit::log::write(::conduit::log::Level::kWarning, mod, __VA_ARGS__)
-#define CLOG_NOTICE(mod, ...) ::conduit::log::write(::conduit::log::Level::kNotice, mod, __VA_ARGS__)
+#define CLOG_NOTICE(mod, ...) \
+    ::conduit::log::write(::conduit::log::Level::kNotice, mod, __VA_ARGS__)
 #define CLOG_INFO(mod, ...) ::conduit::log::write(::conduit::log::Level::kInfo, mod, __VA_ARGS__)
 #define CLOG_DEBUG(mod, ...) ::conduit::log::write(::conduit::log::Level::kDebug, mod, __VA_ARGS__)

@@ -13,7 +13,7 @@ struct rte_mbuf;
 namespace conduit::dp {
 
 class Port {
-public:
+  public:
     Port(std::string name, sw::PortIndex index) : name_(std::move(name)), index_(index) {}
     virtual ~Port() = default;
     Port(const Port&) = delete;
@@ -36,7 +36,7 @@ public:
     virtual void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
                           sw::PortCounters& counters) = 0;
 
-private:
+  private:
     std::string name_;
     sw::PortIndex index_;
 };

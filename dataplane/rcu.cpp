@@ -16,7 +16,9 @@ Rcu::Rcu(unsigned max_readers) {
     }
 }
 
-Rcu::~Rcu() { rte_free(qsbr_); }
+Rcu::~Rcu() {
+    rte_free(qsbr_);
+}
 
 void Rcu::register_reader(unsigned id) {
     rte_rcu_qsbr_thread_register(qsbr_, id);
@@ -28,10 +30,18 @@ void Rcu::unregister_reader(unsigned id) {
     rte_rcu_qsbr_thread_unregister(qsbr_, id);
 }
 
-void Rcu::online(unsigned id) { rte_rcu_qsbr_thread_online(qsbr_, id); }
-void Rcu::offline(unsigned id) { rte_rcu_qsbr_thread_offline(qsbr_, id); }
-void Rcu::quiescent(unsigned id) { rte_rcu_qsbr_quiescent(qsbr_, id); }
+void Rcu::online(unsigned id) {
+    rte_rcu_qsbr_thread_online(qsbr_, id);
+}
+void Rcu::offline(unsigned id) {
+    rte_rcu_qsbr_thread_offline(qsbr_, id);
+}
+void Rcu::quiescent(unsigned id) {
+    rte_rcu_qsbr_quiescent(qsbr_, id);
+}
 
-void Rcu::synchronize() { rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID); }
+void Rcu::synchronize() {
+    rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+}
 
 }  // namespace conduit::dp

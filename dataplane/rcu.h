@@ -12,7 +12,7 @@ struct rte_rcu_qsbr;
 namespace conduit::dp {
 
 class Rcu {
-public:
+  public:
     explicit Rcu(unsigned max_readers);
     ~Rcu();
     Rcu(const Rcu&) = delete;
@@ -28,7 +28,7 @@ public:
     // Writer side: blocks until every online reader has passed a quiescent state.
     void synchronize();
 
-private:
+  private:
     rte_rcu_qsbr* qsbr_;
 };
 

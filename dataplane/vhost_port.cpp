@@ -6,8 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -113,7 +113,9 @@ VhostUserPort::VhostUserPort(std::string name, sw::PortIndex index, Options opti
     }
 }
 
-VhostUserPort::~VhostUserPort() { stop(); }
+VhostUserPort::~VhostUserPort() {
+    stop();
+}
 
 void VhostUserPort::start() {
     const std::string& path = options_.socket;
@@ -124,11 +126,11 @@ void VhostUserPort::start() {
         std::error_code ec;
         std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
         if (ec) {
-            throw std::runtime_error("port " + name() + ": cannot create the directory of " +
-                                     path + ": " + ec.message());
+            throw std::runtime_error("port " + name() + ": cannot create the directory of " + path +
+                                     ": " + ec.message());
         }
         // A socket left by a conduitd that was killed would make bind() fail.
-        struct stat st{};
+        struct stat st {};
         if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
             unlink(path.c_str());
         }

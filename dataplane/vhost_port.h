@@ -18,7 +18,7 @@ namespace conduit::dp {
 class Rcu;
 
 class VhostUserPort final : public Port {
-public:
+  public:
     static constexpr uint16_t kMaxQueuePairs = 16;
 
     struct Options {
@@ -52,7 +52,7 @@ public:
     void vring_changed(uint16_t vring, bool enabled);
     uint64_t connects() const { return connects_.load(); }
 
-private:
+  private:
     // Guest RX rings (where we transmit) are the even vrings, guest TX rings the odd ones.
     static constexpr uint16_t kMaxVrings = 2 * kMaxQueuePairs;
 

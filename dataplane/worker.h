@@ -42,7 +42,7 @@ struct WorkerStats {
 };
 
 class Worker final : private sw::TxSink {
-public:
+  public:
     Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff);
 
     void add_queue(RxQueueRef q) { queues_.push_back(q); }
@@ -55,7 +55,7 @@ public:
 
     int run();  // the lcore's main loop, until the dataplane stops
 
-private:
+  private:
     void transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) override;
 
     Dataplane& dp_;

@@ -11,30 +11,30 @@
 namespace conduit::sw {
 
 class Counter {
-public:
+  public:
     void add(uint64_t n) {
         value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
     uint64_t get() const { return value_.load(std::memory_order_relaxed); }
 
-private:
+  private:
     std::atomic<uint64_t> value_{0};
 };
 
 // Every reason a frame can be dropped is its own counter, counted at the port where the
 // frame was dropped: receive-side reasons at the ingress port, transmit-side reasons at
 // the port the frame could not be sent to.
-#define CONDUIT_PORT_COUNTERS(X)                                                             \
-    X(rx_packets, "frames received")                                                         \
-    X(rx_bytes, "bytes received")                                                            \
-    X(tx_packets, "frames transmitted")                                                      \
-    X(tx_bytes, "bytes transmitted")                                                         \
-    X(drop_rx_nombuf, "receive attempts that found frames waiting but no free mbuf")        \
-    X(drop_runt, "frames shorter than an Ethernet header")                                   \
-    X(drop_bad_src_mac, "frames whose source MAC is multicast, broadcast or zero")           \
-    X(drop_hairpin, "frames whose destination was learned on the port they came from")       \
-    X(drop_no_destination, "flooded frames with no other port in their bridge")              \
-    X(drop_tx_port_down, "frames for a port that is not connected or whose link is down")    \
+#define CONDUIT_PORT_COUNTERS(X)                                                              \
+    X(rx_packets, "frames received")                                                          \
+    X(rx_bytes, "bytes received")                                                             \
+    X(tx_packets, "frames transmitted")                                                       \
+    X(tx_bytes, "bytes transmitted")                                                          \
+    X(drop_rx_nombuf, "receive attempts that found frames waiting but no free mbuf")          \
+    X(drop_runt, "frames shorter than an Ethernet header")                                    \
+    X(drop_bad_src_mac, "frames whose source MAC is multicast, broadcast or zero")            \
+    X(drop_hairpin, "frames whose destination was learned on the port they came from")        \
+    X(drop_no_destination, "flooded frames with no other port in their bridge")               \
+    X(drop_tx_port_down, "frames for a port that is not connected or whose link is down")     \
     X(drop_tx_queue_full, "frames the port could not take: its ring was full (not draining)") \
     X(drop_tx_error, "frames the port refused for another reason (oversized, bad segments)")
 
@@ -44,12 +44,12 @@ struct PortCounters {
 #undef CONDUIT_DECLARE_COUNTER
 };
 
-#define CONDUIT_BRIDGE_COUNTERS(X)                                                       \
-    X(mac_learned, "MAC entries created by learning")                                    \
-    X(mac_moved, "MAC entries moved to another port")                                    \
-    X(mac_learn_table_full, "source MACs not learned because the table was full")       \
-    X(mac_static_conflict, "frames whose source MAC is static on another port")         \
-    X(flooded, "frames flooded (broadcast, multicast, unknown unicast)")                 \
+#define CONDUIT_BRIDGE_COUNTERS(X)                                                \
+    X(mac_learned, "MAC entries created by learning")                             \
+    X(mac_moved, "MAC entries moved to another port")                             \
+    X(mac_learn_table_full, "source MACs not learned because the table was full") \
+    X(mac_static_conflict, "frames whose source MAC is static on another port")   \
+    X(flooded, "frames flooded (broadcast, multicast, unknown unicast)")          \
     X(unicast_known, "frames forwarded to a learned port")
 
 struct BridgeCounters {

@@ -38,10 +38,10 @@ struct ForwardingState {
 // Sends frames out of a port. Takes one reference to each mbuf whether it sends it or
 // not, and counts what it sent and why it dropped the rest.
 class TxSink {
-public:
+  public:
     virtual void transmit(PortIndex port, rte_mbuf** pkts, uint16_t count) = 0;
 
-protected:
+  protected:
     ~TxSink() = default;
 };
 
@@ -73,11 +73,11 @@ void l2_fwd(PacketVector& v, uint64_t now_ms, PortCounters& ingress_counters,
 
 // Per-port transmit queues of one worker, filled by l2_output and flushed to the sink.
 class OutputQueues {
-public:
+  public:
     void add(PortIndex port, rte_mbuf* m, TxSink& sink);
     void flush(TxSink& sink);
 
-private:
+  private:
     struct Queue {
         uint16_t count = 0;
         rte_mbuf* pkts[kBurstSize];
@@ -87,20 +87,19 @@ private:
     uint16_t pending_count_ = 0;
 };
 
-void l2_output(PacketVector& v, OutputQueues& queues, TxSink& sink,
-               PortCounters& ingress_counters);
+void l2_output(PacketVector& v, OutputQueues& queues, TxSink& sink, PortCounters& ingress_counters);
 
 // Runs the stages for one burst received on `ingress`. Owns nothing but its queues;
 // one per worker.
 class Forwarder {
-public:
+  public:
     Forwarder(TxSink& sink, WorkerCounters& counters) : sink_(sink), counters_(counters) {}
 
     // Takes ownership of the mbufs: each is sent, queued or freed.
     void process(const ForwardingState& state, PortIndex ingress, rte_mbuf** pkts, uint16_t count,
                  uint64_t now_ms);
 
-private:
+  private:
     TxSink& sink_;
     WorkerCounters& counters_;
     OutputQueues queues_;

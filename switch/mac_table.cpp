@@ -31,11 +31,17 @@ MacTable::MacTable(uint32_t capacity, uint64_t aging_ms, WaitForReaders wait_for
     slots_.store(new Slots(count), std::memory_order_release);
 }
 
-MacTable::~MacTable() { delete slots_.load(std::memory_order_acquire); }
+MacTable::~MacTable() {
+    delete slots_.load(std::memory_order_acquire);
+}
 
-uint32_t MacTable::size() const { return slots_.load(std::memory_order_acquire)->live.load(); }
+uint32_t MacTable::size() const {
+    return slots_.load(std::memory_order_acquire)->live.load();
+}
 
-uint32_t MacTable::slot_count() const { return slots_.load(std::memory_order_acquire)->mask + 1; }
+uint32_t MacTable::slot_count() const {
+    return slots_.load(std::memory_order_acquire)->mask + 1;
+}
 
 bool MacTable::expired(uint64_t value, uint64_t now_ms) const {
     if ((value & kStaticFlag) != 0) {
@@ -207,23 +213,6 @@ uint32_t MacTable::flush_port(PortIndex port) {
     for (uint32_t i = 0; i <= s.mask; ++i) {
         uint64_t v = s.slot[i].value.load(std::memory_order_acquire);
         while ((v & kLive) != 0 && (v & kStaticFlag) == 0 && value_port(v) == port) {
-            if (s.slot[i].value.compare_exchange_weak(v, v & ~kLive, std::memory_order_acq_rel)) {
-                s.live.fetch_sub(1, std::memory_order_relaxed);
-                ++flushed;
-                break;
-            }
-        }
-    }
-    return flushed;
-}
-
-uint32_t MacTable::flush_all() {
-    std::lock_guard lock(control_mutex_);
-    Slots& s = *slots_.load(std::memory_order_acquire);
-    uint32_t flushed = 0;
-    for (uint32_t i = 0; i <= s.mask; ++i) {
-        uint64_t v = s.slot[i].value.load(std::memory_order_acquire);
-        while ((v & kLive) != 0 && (v & kStaticFlag) == 0) {
             if (s.slot[i].value.compare_exchange_weak(v, v & ~kLive, std::memory_order_acq_rel)) {
                 s.live.fetch_sub(1, std::memory_order_relaxed);
                 ++flushed;

@@ -24,17 +24,17 @@
 namespace conduit::sw {
 
 class MacTable {
-public:
+  public:
     // Waits until no reader can still hold a pointer into a table that was replaced.
     using WaitForReaders = std::function<void()>;
 
     enum class Learn : uint8_t {
-        kUnchanged,   // known on this port and recently refreshed: nothing written
-        kRefreshed,   // known on this port; timestamp renewed
-        kLearned,     // new (or expired) entry created
-        kMoved,       // known on another port; now on this one
-        kTableFull,   // not learned: the table holds `capacity` live entries
-        kStatic,      // a static entry names another port; left alone
+        kUnchanged,  // known on this port and recently refreshed: nothing written
+        kRefreshed,  // known on this port; timestamp renewed
+        kLearned,    // new (or expired) entry created
+        kMoved,      // known on another port; now on this one
+        kTableFull,  // not learned: the table holds `capacity` live entries
+        kStatic,     // a static entry names another port; left alone
     };
 
     struct Entry {
@@ -63,7 +63,6 @@ public:
     // themselves. Workers never take it.
     AgeResult age(uint64_t now_ms);
     uint32_t flush_port(PortIndex port);
-    uint32_t flush_all();
     bool add_static(Mac mac, PortIndex port);
     std::vector<Entry> entries(uint64_t now_ms) const;
 
@@ -73,7 +72,7 @@ public:
     void set_aging_ms(uint64_t ms) { aging_ms_.store(ms, std::memory_order_relaxed); }
     uint32_t slot_count() const;
 
-private:
+  private:
     struct Slot {
         std::atomic<uint64_t> key{0};    // 0: never used; else kKeyValid | mac
         std::atomic<uint64_t> value{0};  // port | flags << 16 | time_ms << 24

@@ -37,7 +37,9 @@ inline void mac_to_bytes(Mac mac, uint8_t* b) {
     }
 }
 
-inline bool mac_is_group(Mac mac) { return (mac & kMacGroupBit) != 0; }
+inline bool mac_is_group(Mac mac) {
+    return (mac & kMacGroupBit) != 0;
+}
 
 std::string mac_to_string(Mac mac);
 // Parses "aa:bb:cc:dd:ee:ff"; returns false on anything else.

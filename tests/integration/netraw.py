@@ -18,6 +18,20 @@ def mac(text):
     return bytes(int(x, 16) for x in text.split(":"))
 
 
+def count_from(s, src, limit, deadline):
+    """Counts frames from `src` arriving on the wire (not our own transmissions) until
+    `limit` of them arrived or `deadline` passed."""
+    got = 0
+    while (limit is None or got < limit) and time.monotonic() < deadline:
+        try:
+            data, addr = s.recvfrom(65536)
+        except socket.timeout:
+            continue
+        if addr[2] != socket.PACKET_OUTGOING and data[6:12] == src:
+            got += 1
+    return got
+
+
 def main():
     cmd, iface = sys.argv[1], sys.argv[2]
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -30,27 +44,11 @@ def main():
         return 0
     if cmd == "count":
         src, expect, secs = mac(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-        print("ready", flush=True)
-        got = 0
-        deadline = time.monotonic() + secs
         s.settimeout(0.1)
-        while got < expect and time.monotonic() < deadline:
-            try:
-                data, addr = s.recvfrom(65536)
-            except socket.timeout:
-                continue
-            # Count only frames arriving on the wire (not our own transmissions).
-            if addr[2] != socket.PACKET_OUTGOING and data[6:12] == src:
-                got += 1
+        print("ready", flush=True)
+        got = count_from(s, src, expect, time.monotonic() + secs)
         # Linger briefly: a frame beyond the expected count is a failure too.
-        end = time.monotonic() + 0.3
-        while time.monotonic() < end:
-            try:
-                data, addr = s.recvfrom(65536)
-            except socket.timeout:
-                continue
-            if addr[2] != socket.PACKET_OUTGOING and data[6:12] == src:
-                got += 1
+        got += count_from(s, src, None, time.monotonic() + 0.3)
         print(got, flush=True)
         return 0
     return 2

@@ -7,7 +7,7 @@ import time
 
 import rig as rigmod
 from rig import wait_for
-from test_forwarding import BROADCAST, vport
+from test_forwarding import BROADCAST, start_pair, vport
 
 
 def test_server_mode_port_listens_and_removes_its_socket(rig):
@@ -56,14 +56,8 @@ def test_full_mac_table_learns_no_more_and_floods(rig):
 
 
 def test_runs_without_hugepages(rig):
-    socks = [rig.sock("g1"), rig.sock("g2")]
-    cd = rig.conduitd([{"name": "br0", "ports": [vport("g1", socks[0]), vport("g2", socks[1])]}],
-                      extra={"hugepages": False}).start()
+    cd, g = start_pair(rig, daemon={"extra": {"hugepages": False}})
     assert "--no-huge" in cd.log_text()
-    g = rig.guests(socks).start().wait_ready()
-    cd.wait_port("g1", "up")
-    cd.wait_port("g2", "up")
-    cd.record_baseline()
     g.send(0, BROADCAST, 8)
     g.send(1, g.macs[0], 32)
     wait_for(lambda: g.rx(0) == 32 and g.rx(1) == 8, what="forwarding without hugepages")

@@ -3,7 +3,7 @@ import time
 
 import rig as rigmod
 from rig import wait_for
-from test_forwarding import BROADCAST, vport
+from test_forwarding import BROADCAST, start_pair, vport
 
 
 def drops(port):
@@ -27,7 +27,7 @@ def test_port_down_guest_not_connected(rig):
 
 
 def test_tx_queue_full_guest_not_draining(rig):
-    cd, g = start_pair_for_drops(rig)
+    cd, g = start_pair(rig)
     g.send(1, BROADCAST, 8)  # g2 learned
     wait_for(lambda: g.rx(0) == 8, what="learning")
     g.stop_polling([0])  # g2 stops draining its receive ring
@@ -44,20 +44,9 @@ def test_tx_queue_full_guest_not_draining(rig):
     assert g.rx(1) == delivered
 
 
-def start_pair_for_drops(rig, **daemon):
-    socks = [rig.sock("g1"), rig.sock("g2")]
-    cd = rig.conduitd([{"name": "br0", "ports": [vport("g1", socks[0]), vport("g2", socks[1])]}],
-                      **daemon).start()
-    g = rig.guests(socks).start().wait_ready()
-    cd.wait_port("g1", "up")
-    cd.wait_port("g2", "up")
-    cd.record_baseline()
-    return cd, g
-
-
 def test_rx_nombuf_frames_wait_in_the_guest_ring(rig):
     # No per-worker cache, so every mbuf comes from the shared pool the hook empties.
-    cd, g = start_pair_for_drops(rig, mbufs=4095, extra={"mbuf_cache": 0})
+    cd, g = start_pair(rig, daemon={"mbufs": 4095, "extra": {"mbuf_cache": 0}})
     g.send(1, BROADCAST, 8)
     wait_for(lambda: g.rx(0) == 8, what="learning")
     held = cd.query("/conduit/debug/mempool_hold,4095")["held"]

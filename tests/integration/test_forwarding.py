@@ -11,10 +11,12 @@ def vport(name, sock, **extra):
     return {"name": name, "type": "vhost-user", "socket": sock, **extra}
 
 
-def start_pair(rig, **bridge_extra):
+def start_pair(rig, daemon=None, **bridge_extra):
+    """conduitd with one bridge of two guest ports, and the two guests, all up."""
     socks = [rig.sock("g1"), rig.sock("g2")]
     cd = rig.conduitd([{"name": "br0", **bridge_extra,
-                        "ports": [vport("g1", socks[0]), vport("g2", socks[1])]}]).start()
+                        "ports": [vport("g1", socks[0]), vport("g2", socks[1])]}],
+                      **(daemon or {})).start()
     g = rig.guests(socks).start().wait_ready()
     cd.wait_port("g1", "up")
     cd.wait_port("g2", "up")

@@ -73,23 +73,28 @@ TEST(Config, Errors) {
     expect_error("bridges:\n  - name: b\n    ports:\n      - name: p\n        type: vhost-user\n",
                  4, "has no 'socket'");
     expect_error(
-        "bridges:\n  - name: b\n    ports:\n      - {name: p, type: vhost-user, socket: rel.sock}\n",
+        "bridges:\n  - name: b\n    ports:\n      - {name: p, type: vhost-user, socket: "
+        "rel.sock}\n",
         4, "absolute path");
-    expect_error("bridges:\n  - name: b\n    ports:\n"
-                 "      - {name: p, type: vhost-user, socket: /a, mode: both}\n",
-                 4, "mode must be");
-    expect_error("bridges:\n  - name: b\n    ports:\n"
-                 "      - {name: p, type: vhost-user, socket: /a}\n"
-                 "      - {name: p, type: vhost-user, socket: /b}\n",
-                 5, "port name 'p' is used twice");
-    expect_error("bridges:\n  - name: b\n    ports:\n"
-                 "      - {name: p, type: vhost-user, socket: /a}\n"
-                 "      - {name: q, type: vhost-user, socket: /a}\n",
-                 5, "used by two ports");
-    expect_error("bridges:\n  - name: b\n    ports:\n"
-                 "      - {name: u1, type: ethdev, devargs: net_null0}\n"
-                 "      - {name: u2, type: ethdev, devargs: net_null1}\n",
-                 5, "only one uplink");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: vhost-user, socket: /a, mode: both}\n",
+        4, "mode must be");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: vhost-user, socket: /a}\n"
+        "      - {name: p, type: vhost-user, socket: /b}\n",
+        5, "port name 'p' is used twice");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: vhost-user, socket: /a}\n"
+        "      - {name: q, type: vhost-user, socket: /a}\n",
+        5, "used by two ports");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: u1, type: ethdev, devargs: net_null0}\n"
+        "      - {name: u2, type: ethdev, devargs: net_null1}\n",
+        5, "only one uplink");
     expect_error("bridges:\n  - name: b\n  - name: b\n", 3, "bridge name 'b' is used twice");
     expect_error("bridges:\n  - name: bad-name\n", 2, "letters, digits or '_'");
     expect_error("bridges:\n  - name: b\n    mac_aging: 0\n", 3, "between 1 and");

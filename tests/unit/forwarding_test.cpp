@@ -13,9 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <string>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace conduit::sw {
@@ -24,15 +24,14 @@ namespace {
 rte_mempool* g_pool = nullptr;
 
 class EalEnvironment : public ::testing::Environment {
-public:
+  public:
     void SetUp() override {
         // Private, file-less EAL: no hugepages, no devices, no shared config.
         prefix_ = "fwdtest" + std::to_string(getpid());
         const std::string& prefix = prefix_;
-        const char* args[] = {"forwarding_test", "--no-huge",      "--no-pci",
-                              "--no-shconf",     "--file-prefix",  prefix.c_str(),
-                              "-m",              "64",             "--lcores",
-                              "0@0",             "--log-level",    "error",
+        const char* args[] = {"forwarding_test", "--no-huge",    "--no-pci",    "--no-shconf",
+                              "--file-prefix",   prefix.c_str(), "-m",          "64",
+                              "--lcores",        "0@0",          "--log-level", "error",
                               "--no-telemetry"};
         int argc = sizeof args / sizeof args[0];
         // Without an EAL every test here would be skipped: stop instead, loudly.
@@ -53,7 +52,7 @@ public:
         std::filesystem::remove_all("/var/run/dpdk/" + prefix_, ignored);
     }
 
-private:
+  private:
     std::string prefix_;
 };
 
@@ -61,7 +60,7 @@ const auto* const g_env = ::testing::AddGlobalTestEnvironment(new EalEnvironment
 
 // Records what each port was given, then frees it as a real port would.
 class RecordingSink : public TxSink {
-public:
+  public:
     void transmit(PortIndex port, rte_mbuf** pkts, uint16_t count) override {
         for (uint16_t i = 0; i < count; ++i) {
             const auto* eth = rte_pktmbuf_mtod(pkts[i], const uint8_t*);
@@ -100,7 +99,7 @@ constexpr Mac kH9 = 0x020000000009;
 
 // Two bridges: br0 = ports 0,1,2; br1 = ports 3,4.
 class Forwarding : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         in_use_before_ = rte_mempool_in_use_count(g_pool);
         fdb0_ = std::make_unique<MacTable>(64, 300'000, [] {});
@@ -123,7 +122,9 @@ protected:
     void send(PortIndex in, std::vector<rte_mbuf*> pkts, uint64_t now = 0) {
         fwd_->process(state_, in, pkts.data(), static_cast<uint16_t>(pkts.size()), now);
     }
-    uint64_t port_counter(PortIndex p, Counter PortCounters::*c) { return (counters_->ports[p].*c).get(); }
+    uint64_t port_counter(PortIndex p, Counter PortCounters::*c) {
+        return (counters_->ports[p].*c).get();
+    }
 
     RecordingSink sink_;
     ForwardingState state_;

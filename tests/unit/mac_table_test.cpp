@@ -139,7 +139,9 @@ TEST(MacTable, EntriesListsLiveOnes) {
     EXPECT_EQ(list[0].age_ms, 700u);
 }
 
-TEST(MacTable, RejectsZeroCapacity) { EXPECT_THROW(make(0), std::invalid_argument); }
+TEST(MacTable, RejectsZeroCapacity) {
+    EXPECT_THROW(make(0), std::invalid_argument);
+}
 
 // Many workers learning disjoint and overlapping MACs at once: every MAC ends up in the
 // table exactly once and the live count matches.
