@@ -37,7 +37,10 @@ class Reader {
             fail(map, where + " must be a mapping");
         }
         for (const auto& kv : map) {
-            const auto key = kv.first.as<std::string>();
+            if (!kv.first.IsScalar()) {
+                fail(kv.first, "keys in " + where + " must be plain names");
+            }
+            const auto key = kv.first.Scalar();
             bool known = false;
             for (const char* a : allowed) {
                 known = known || key == a;
@@ -285,7 +288,23 @@ std::size_t Config::port_count() const {
     return n;
 }
 
+namespace {
+Config parse_config_checked(const std::string& text, const std::string& path);
+}
+
 Config parse_config(const std::string& text, const std::string& path) {
+    try {
+        return parse_config_checked(text, path);
+    } catch (const YAML::Exception& e) {
+        // A conversion this parser did not foresee still gets a file, line and reason.
+        std::ostringstream msg;
+        msg << path << ':' << (e.mark.is_null() ? 1 : e.mark.line + 1) << ": " << e.msg;
+        throw ConfigError(msg.str());
+    }
+}
+
+namespace {
+Config parse_config_checked(const std::string& text, const std::string& path) {
     Reader r(path);
     YAML::Node root;
     try {
@@ -346,6 +365,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     }
     return c;
 }
+}  // namespace
 
 Config load_config(const std::string& path) {
     std::ifstream in(path);
