@@ -131,3 +131,26 @@ void Vm::set_irq_line(uint32_t irq, bool level) const {
 }
 
 }  // namespace conduit::vmm::kvm
+
+namespace conduit::vmm::kvm {
+
+void Vm::add_ioeventfd(uint64_t addr, uint32_t len, int eventfd) {
+    kvm_ioeventfd io{};
+    io.addr = addr;
+    io.len = len;
+    io.fd = eventfd;
+    if (ioctl(fd_.get(), KVM_IOEVENTFD, &io) != 0) {
+        throw_errno("KVM_IOEVENTFD at " + std::to_string(addr));
+    }
+}
+
+void Vm::remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd) {
+    kvm_ioeventfd io{};
+    io.addr = addr;
+    io.len = len;
+    io.fd = eventfd;
+    io.flags = KVM_IOEVENTFD_FLAG_DEASSIGN;
+    (void)ioctl(fd_.get(), KVM_IOEVENTFD, &io);  // ENOENT when it was never added
+}
+
+}  // namespace conduit::vmm::kvm

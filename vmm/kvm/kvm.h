@@ -40,6 +40,10 @@ class Vm {
     void set_memory(uint32_t slot, uint64_t guest_phys_addr, uint64_t size, void* host);
     // Drives an interrupt line of the in-kernel PIC and IOAPIC.
     void set_irq_line(uint32_t irq, bool level) const;
+    // Writes of `len` bytes (0: any length) to `addr` signal `eventfd` inside KVM, without
+    // an exit to the VMM: how a guest's queue notification reaches a vhost-user backend.
+    void add_ioeventfd(uint64_t addr, uint32_t len, int eventfd);
+    void remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd);
     // Edge-triggered: a pulse on the line.
     void pulse_irq(uint32_t irq) const {
         set_irq_line(irq, true);
