@@ -11,16 +11,32 @@
 #include "vmm/kvm/kvm.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/run_state.h"
+#include "vmm/vm_config.h"
 
 namespace conduit::vmm {
 
 class Console;
 class Serial8250;
+namespace kvm {
+class IrqRouter;
+}
+namespace pci {
+class PciRoot;
+}
+namespace virtio {
+class PciTransport;
+class VhostUserNet;
+}  // namespace virtio
 
 class DeviceManager {
   public:
     DeviceManager(const kvm::Vm& vm, RunState& run_state, Console& console,
-                  const GuestMemory& memory);
+                  const GuestMemory& memory, const std::vector<NetCardConfig>& nets);
+    ~DeviceManager();
+
+    // Starts the devices' own threads (the net cards' vhost-user sessions).
+    void start();
+    const std::vector<std::shared_ptr<virtio::VhostUserNet>>& nets() const { return nets_; }
 
     Bus& pio() { return pio_; }
     Bus& mmio() { return mmio_; }
@@ -35,6 +51,10 @@ class DeviceManager {
     Bus pio_{"port I/O"};
     Bus mmio_{"MMIO"};
     std::shared_ptr<Serial8250> serial_;
+    std::unique_ptr<kvm::IrqRouter> irq_router_;
+    std::unique_ptr<pci::PciRoot> pci_;
+    std::vector<std::shared_ptr<virtio::VhostUserNet>> nets_;
+    std::vector<std::shared_ptr<virtio::PciTransport>> transports_;
 };
 
 }  // namespace conduit::vmm

@@ -69,7 +69,7 @@ Machine::Machine(const VmConfig& config) : config_(config), boot_(prepare_boot(c
     vm_->create_irqchip();
     vm_->create_pit();
 
-    devices_ = std::make_unique<DeviceManager>(*vm_, run_state_, *console_, *memory_);
+    devices_ = std::make_unique<DeviceManager>(*vm_, run_state_, *console_, *memory_, config_.nets);
 
     // Firmware tables, then the kernel and what it reads at entry.
     x86::AcpiConfig acpi;
@@ -167,6 +167,7 @@ int Machine::run(const sigset_t& stop_signals) {
     console_->start_input(devices_->serial(), [this] {
         run_state_.request_stop(StopReason::kSignal, "Ctrl-A x on the console");
     });
+    devices_->start();
     for (auto& vcpu : vcpus_) {
         std::lock_guard lock(threads_mutex_);
         threads_.emplace_back([this, v = vcpu.get()] { vcpu_loop(*v); });

@@ -27,6 +27,9 @@ void usage(FILE* out) {
                  "  --hugepages       back guest RAM with 2 MiB hugepages\n"
                  "  --serial WHERE    stdio (default), none, file:PATH or socket:PATH\n"
                  "  --name NAME       the VM's name in log lines\n"
+                 "  --net SPEC        a virtio-net card on vhost-user (repeatable):\n"
+                 "                    socket=PATH[,mode=server|client][,mac=MAC][,mtu=N]\n"
+                 "                    [,offloads=on|off][,queue_size=N]\n"
                  "  --log-level L     error, warning, info (default), debug\n"
                  "  --check           validate the settings, kernel and initrd, then exit\n"
                  "  --version, --help\n"
@@ -74,6 +77,8 @@ void apply(VmConfig& c, const std::string& opt, const std::string& value) {
         c.name = value;
     } else if (opt == "log-level") {
         c.log_level = value;
+    } else if (opt == "net") {
+        c.nets.push_back(parse_net_spec(value, c.name, c.nets.size()));
     }
 }
 
@@ -82,7 +87,7 @@ void apply(VmConfig& c, const std::string& opt, const std::string& value) {
 int main(int argc, char** argv) {
     Options options;
     static const char* const kWithValue[] = {"kernel", "initrd", "cmdline", "cpus",
-                                             "memory", "serial", "name",    "log-level"};
+                                             "memory", "serial", "name",    "log-level", "net"};
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--help" || arg == "-h") {
@@ -145,6 +150,7 @@ int main(int argc, char** argv) {
         for (const auto& [opt, value] : options.overrides) {
             apply(config, opt, value);
         }
+        fill_default_macs(config);
         if (!log::set_level(config.log_level.c_str())) {
             throw ConfigError("unknown log level '" + config.log_level + "'");
         }

@@ -15,24 +15,25 @@
 #include <mutex>
 #include <vector>
 
+#include "vmm/devices/pci/msix.h"
 #include "vmm/kvm/kvm.h"
 
 namespace conduit::vmm::kvm {
 
-class IrqRouter {
+class IrqRouter final : public pci::MsiController {
   public:
     static constexpr uint32_t kLegacyGsis = 24;
 
     explicit IrqRouter(const Vm& vm);
 
     // A GSI for one MSI vector; not routed until set_msi().
-    uint32_t allocate_msi_gsi();
-    void set_msi(uint32_t gsi, uint64_t address, uint32_t data);
+    uint32_t allocate_msi_gsi() override;
+    void set_msi(uint32_t gsi, uint64_t address, uint32_t data) override;
 
     // Binds (or unbinds) an eventfd to a GSI. While unbound, writes to the eventfd
     // accumulate; binding again with a non-zero count injects at once (the pending bit).
-    void bind(int eventfd, uint32_t gsi);
-    void unbind(int eventfd, uint32_t gsi);
+    void bind(int eventfd, uint32_t gsi) override;
+    void unbind(int eventfd, uint32_t gsi) override;
 
     // The table as last committed, for tests and diagnostics.
     std::vector<kvm_irq_routing_entry> table() const;

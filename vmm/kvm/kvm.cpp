@@ -134,7 +134,7 @@ void Vm::set_irq_line(uint32_t irq, bool level) const {
 
 namespace conduit::vmm::kvm {
 
-void Vm::add_ioeventfd(uint64_t addr, uint32_t len, int eventfd) {
+void Vm::add_ioeventfd(uint64_t addr, uint32_t len, int eventfd) const {
     kvm_ioeventfd io{};
     io.addr = addr;
     io.len = len;
@@ -144,7 +144,7 @@ void Vm::add_ioeventfd(uint64_t addr, uint32_t len, int eventfd) {
     }
 }
 
-void Vm::remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd) {
+void Vm::remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd) const {
     kvm_ioeventfd io{};
     io.addr = addr;
     io.len = len;

@@ -42,8 +42,8 @@ class Vm {
     void set_irq_line(uint32_t irq, bool level) const;
     // Writes of `len` bytes (0: any length) to `addr` signal `eventfd` inside KVM, without
     // an exit to the VMM: how a guest's queue notification reaches a vhost-user backend.
-    void add_ioeventfd(uint64_t addr, uint32_t len, int eventfd);
-    void remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd);
+    void add_ioeventfd(uint64_t addr, uint32_t len, int eventfd) const;
+    void remove_ioeventfd(uint64_t addr, uint32_t len, int eventfd) const;
     // Edge-triggered: a pulse on the line.
     void pulse_irq(uint32_t irq) const {
         set_irq_line(irq, true);
