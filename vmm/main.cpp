@@ -86,8 +86,8 @@ void apply(VmConfig& c, const std::string& opt, const std::string& value) {
 
 int main(int argc, char** argv) {
     Options options;
-    static const char* const kWithValue[] = {"kernel", "initrd", "cmdline", "cpus",
-                                             "memory", "serial", "name",    "log-level", "net"};
+    static const char* const kWithValue[] = {"kernel", "initrd", "cmdline",   "cpus", "memory",
+                                             "serial", "name",   "log-level", "net"};
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--help" || arg == "-h") {

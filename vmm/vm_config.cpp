@@ -144,8 +144,12 @@ std::array<uint8_t, 6> default_mac(const std::string& vm_name, size_t index) {
     for (const char c : vm_name) {
         h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
     }
-    return {0x52, 0x54, static_cast<uint8_t>(h >> 16), static_cast<uint8_t>(h >> 8),
-            static_cast<uint8_t>(h), static_cast<uint8_t>(index)};
+    return {0x52,
+            0x54,
+            static_cast<uint8_t>(h >> 16),
+            static_cast<uint8_t>(h >> 8),
+            static_cast<uint8_t>(h),
+            static_cast<uint8_t>(index)};
 }
 
 NetCardConfig parse_net_spec(const std::string& spec, const std::string& vm_name, size_t index) {
@@ -154,7 +158,8 @@ NetCardConfig parse_net_spec(const std::string& spec, const std::string& vm_name
     size_t pos = 0;
     while (pos <= spec.size()) {
         const size_t comma = spec.find(',', pos);
-        const std::string item = spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        const std::string item =
+            spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
         const size_t eq = item.find('=');
         if (eq == std::string::npos) {
             throw ConfigError("--net: '" + item + "' is not key=value");
@@ -304,8 +309,8 @@ void validate_vm_config(const VmConfig& c) {
     for (size_t i = 0; i < c.nets.size(); ++i) {
         for (size_t j = 0; j < i; ++j) {
             if (c.nets[i].socket == c.nets[j].socket) {
-                throw ConfigError(c.nets[i].name + " and " + c.nets[j].name + " use the same socket " +
-                                  c.nets[i].socket);
+                throw ConfigError(c.nets[i].name + " and " + c.nets[j].name +
+                                  " use the same socket " + c.nets[i].socket);
             }
             if (c.nets[i].mac == c.nets[j].mac) {
                 throw ConfigError(c.nets[i].name + " and " + c.nets[j].name + " have the same MAC");

@@ -18,12 +18,12 @@ struct SerialConfig {
 
 // One virtio-net card backed by vhost-user.
 struct NetCardConfig {
-    std::string name;    // "net0", "net1", ... in log lines
-    std::string socket;  // the vhost-user socket
+    std::string name;     // "net0", "net1", ... in log lines
+    std::string socket;   // the vhost-user socket
     bool client = false;  // false: the VMM listens (conduitd's client-mode ports connect)
     std::array<uint8_t, 6> mac{};
-    uint16_t mtu = 0;         // 0: no VIRTIO_NET_F_MTU (the guest's default, 1500)
-    bool offloads = false;    // checksum and segmentation offloads, if the backend takes them
+    uint16_t mtu = 0;       // 0: no VIRTIO_NET_F_MTU (the guest's default, 1500)
+    bool offloads = false;  // checksum and segmentation offloads, if the backend takes them
     uint16_t queue_size = 256;
 };
 

@@ -27,8 +27,8 @@ std::vector<kvm_irq_routing_entry> legacy_irq_routes() {
         if (gsi == 2) {
             continue;  // the PICs' cascade line
         }
-        routes.push_back(irqchip_route(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE,
-                                       gsi % 8));
+        routes.push_back(
+            irqchip_route(gsi, gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8));
     }
     for (uint32_t gsi = 0; gsi < IrqRouter::kLegacyGsis; ++gsi) {
         if (gsi == 2) {

@@ -16,10 +16,10 @@ namespace conduit::vmm::virtio {
 
 namespace {
 
-constexpr uint64_t kOffloadFeatures =
-    bit(net_bit::kCsum) | bit(net_bit::kGuestCsum) | bit(net_bit::kHostTso4) |
-    bit(net_bit::kHostTso6) | bit(net_bit::kGuestTso4) | bit(net_bit::kGuestTso6) |
-    bit(net_bit::kHostEcn) | bit(net_bit::kGuestEcn);
+constexpr uint64_t kOffloadFeatures = bit(net_bit::kCsum) | bit(net_bit::kGuestCsum) |
+                                      bit(net_bit::kHostTso4) | bit(net_bit::kHostTso6) |
+                                      bit(net_bit::kGuestTso4) | bit(net_bit::kGuestTso6) |
+                                      bit(net_bit::kHostEcn) | bit(net_bit::kGuestEcn);
 
 // virtio_net_config (virtio 1.2, 5.1.4): mac[6], status, max_virtqueue_pairs, mtu.
 constexpr uint64_t kConfigMac = 0, kConfigStatus = 6, kConfigMaxPairs = 8, kConfigMtu = 10;
@@ -192,8 +192,7 @@ void VhostUserNet::start_rings() {
     std::vector<QueueSetup> queues;
     {
         std::lock_guard lock(mutex_);
-        if (!active_ || !session_ ||
-            session_->state() != vhost_user::Frontend::State::Negotiated) {
+        if (!active_ || !session_ || session_->state() != vhost_user::Frontend::State::Negotiated) {
             return;  // the driver is not ready yet, or the rings already run
         }
         acked = acked_;
@@ -213,11 +212,12 @@ void VhostUserNet::start_rings() {
         // is where a backend resumes: 0 for fresh rings, the last completed entry after a
         // backend restart.
         const uint16_t used_idx = memory_.read_obj<uint16_t>(q.used_gpa + 2).value_or(0);
-        vrings.push_back({q.index, q.size,
-                          reinterpret_cast<uint64_t>(memory_.host_range(q.desc_gpa, 16u * q.size)),
-                          reinterpret_cast<uint64_t>(memory_.host_range(q.avail_gpa, 6u + 2 * q.size)),
-                          reinterpret_cast<uint64_t>(memory_.host_range(q.used_gpa, 6u + 8 * q.size)),
-                          used_idx, q.kick_fd, q.call_fd});
+        vrings.push_back(
+            {q.index, q.size,
+             reinterpret_cast<uint64_t>(memory_.host_range(q.desc_gpa, 16u * q.size)),
+             reinterpret_cast<uint64_t>(memory_.host_range(q.avail_gpa, 6u + 2 * q.size)),
+             reinterpret_cast<uint64_t>(memory_.host_range(q.used_gpa, 6u + 8 * q.size)), used_idx,
+             q.kick_fd, q.call_fd});
     }
     try {
         session_->start(acked, regions, vrings);

@@ -78,7 +78,7 @@ class VhostUserNet final : public VirtioDevice {
 
     void run();
     void handle_connection(UniqueFd connection);
-    void start_rings();          // on the card thread, with a negotiated session
+    void start_rings();  // on the card thread, with a negotiated session
     void end_session(const std::string& why);
     void set_link(bool up);
     void post(Command command, bool wait);

@@ -76,11 +76,11 @@ class Bar0 final : public BusDevice {
 }  // namespace
 
 PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> device,
-                           pci::MsiController& msi, const GuestMemory& memory,
-                           IoEventWiring wiring)
+                           pci::MsiController& msi, const GuestMemory& memory, IoEventWiring wiring)
     : PciDevice(std::move(name),
-                pci::PciIds{kVirtioVendor, static_cast<uint16_t>(kModernDeviceBase + device->device_type()),
-                            1, class_of(device->device_type()), kVirtioVendor, 0x1100}),
+                pci::PciIds{kVirtioVendor,
+                            static_cast<uint16_t>(kModernDeviceBase + device->device_type()), 1,
+                            class_of(device->device_type()), kVirtioVendor, 0x1100}),
       device_(std::move(device)),
       msix_(device_->queue_count() + 1u, msi),
       memory_(memory),
@@ -105,9 +105,9 @@ PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> devic
     auto cfg = virtio_cap(kCapPciCfg, 0, 0, 20);
     cfg.insert(cfg.end(), {0, 0, 0, 0});
     pci_cfg_cap_ = add_capability(kVendorCapability, cfg);
-    set_writable(pci_cfg_cap_ + 4, 1);       // bar
-    set_writable(pci_cfg_cap_ + 8, 8);       // offset, length
-    set_writable(pci_cfg_cap_ + 16, 4);      // data
+    set_writable(pci_cfg_cap_ + 4, 1);   // bar
+    set_writable(pci_cfg_cap_ + 8, 8);   // offset, length
+    set_writable(pci_cfg_cap_ + 16, 4);  // data
     msix_cap_ = add_capability(pci::Msix::kCapabilityId,
                                msix_.capability(0, kMsixTableOffset, kMsixPbaOffset));
     set_writable(msix_cap_ + 3, 1, 0xc0);  // enable and function mask
@@ -139,7 +139,7 @@ uint8_t PciTransport::config_generation() const {
 }
 
 void PciTransport::config_written(uint16_t offset, unsigned size) {
-    if (offset <= msix_cap_ + 3 && offset + size > msix_cap_ + 2) {
+    if (offset <= msix_cap_ + 3u && offset + size > msix_cap_ + 2u) {
         msix_.set_control(config16(msix_cap_ + 2));
     }
     // A write to the PCI_CFG window's data performs the write on the BAR.
@@ -299,8 +299,8 @@ void PciTransport::common_write(uint64_t offset, std::span<const uint8_t> data) 
     if (touched(kDriverFeature, 4) && driver_feature_select_ < 2 &&
         !(status_ & kStatusFeaturesOk)) {
         const unsigned shift = 32 * driver_feature_select_;
-        driver_features_ = (driver_features_ & ~(0xffffffffull << shift)) |
-                           (get(kDriverFeature, 4) << shift);
+        driver_features_ =
+            (driver_features_ & ~(0xffffffffull << shift)) | (get(kDriverFeature, 4) << shift);
     }
     if (touched(kConfigMsixVector, 2)) {
         const uint16_t v = static_cast<uint16_t>(get(kConfigMsixVector, 2));
@@ -399,8 +399,8 @@ void PciTransport::set_status(uint8_t status) {
         const bool subset = (driver_features_ & ~offered) == 0;
         const bool modern = driver_features_ & bit(kFeatureVersion1);
         if (!subset || !modern || !device_->accept_features(driver_features_)) {
-            VLOG_WARN("virtio", "%s: driver features %#llx refused (offered %#llx)",
-                      name().c_str(), static_cast<unsigned long long>(driver_features_),
+            VLOG_WARN("virtio", "%s: driver features %#llx refused (offered %#llx)", name().c_str(),
+                      static_cast<unsigned long long>(driver_features_),
                       static_cast<unsigned long long>(offered));
             status &= static_cast<uint8_t>(~kStatusFeaturesOk);  // the driver reads it back
         }
@@ -422,10 +422,9 @@ void PciTransport::set_status(uint8_t status) {
         std::vector<QueueSetup> setups;
         for (size_t i = 0; i < queues_.size(); ++i) {
             const Queue& q = queues_[i];
-            setups.push_back(QueueSetup{static_cast<uint16_t>(i), q.size, q.enabled, q.desc,
-                                        q.avail, q.used, q.kick.get(),
-                                        q.vector == kNoVector ? q.no_vector.get()
-                                                              : msix_.eventfd(q.vector)});
+            setups.push_back(QueueSetup{
+                static_cast<uint16_t>(i), q.size, q.enabled, q.desc, q.avail, q.used, q.kick.get(),
+                q.vector == kNoVector ? q.no_vector.get() : msix_.eventfd(q.vector)});
         }
         const uint64_t features = driver_features_;
         status_ = status;

@@ -15,8 +15,8 @@
 #include <array>
 #include <functional>
 #include <memory>
-#include <string>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "vmm/devices/pci/msix.h"
@@ -51,8 +51,8 @@ class PciTransport final : public pci::PciDevice {
     static constexpr uint8_t kCapCommon = 1, kCapNotify = 2, kCapIsr = 3, kCapDevice = 4,
                              kCapPciCfg = 5;
 
-    PciTransport(std::string name, std::shared_ptr<VirtioDevice> device,
-                 pci::MsiController& msi, const GuestMemory& memory, IoEventWiring wiring);
+    PciTransport(std::string name, std::shared_ptr<VirtioDevice> device, pci::MsiController& msi,
+                 const GuestMemory& memory, IoEventWiring wiring);
     ~PciTransport() override;
 
     VirtioDevice& device() { return *device_; }

@@ -43,11 +43,11 @@ std::vector<uint8_t> Msix::capability(uint8_t bar, uint32_t table_offset,
     const uint16_t control = static_cast<uint16_t>(entries_.size() - 1);
     const uint32_t table = table_offset | bar;
     const uint32_t pba = pba_offset | bar;
-    return {static_cast<uint8_t>(control),      static_cast<uint8_t>(control >> 8),
-            static_cast<uint8_t>(table),        static_cast<uint8_t>(table >> 8),
-            static_cast<uint8_t>(table >> 16),  static_cast<uint8_t>(table >> 24),
-            static_cast<uint8_t>(pba),          static_cast<uint8_t>(pba >> 8),
-            static_cast<uint8_t>(pba >> 16),    static_cast<uint8_t>(pba >> 24)};
+    return {static_cast<uint8_t>(control),     static_cast<uint8_t>(control >> 8),
+            static_cast<uint8_t>(table),       static_cast<uint8_t>(table >> 8),
+            static_cast<uint8_t>(table >> 16), static_cast<uint8_t>(table >> 24),
+            static_cast<uint8_t>(pba),         static_cast<uint8_t>(pba >> 8),
+            static_cast<uint8_t>(pba >> 16),   static_cast<uint8_t>(pba >> 24)};
 }
 
 uint16_t Msix::control_bits() const {

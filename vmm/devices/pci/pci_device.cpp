@@ -156,7 +156,8 @@ void PciDevice::bars_changed(const std::array<uint64_t, kBarCount>& before) {
 }
 
 uint32_t PciDevice::config_read(uint16_t offset, unsigned size) {
-    if ((size != 1 && size != 2 && size != 4) || offset % size != 0 || offset + size > kConfigSize) {
+    if ((size != 1 && size != 2 && size != 4) || offset % size != 0 ||
+        offset + size > kConfigSize) {
         return 0xffffffff;
     }
     std::lock_guard lock(mutex_);
@@ -168,7 +169,8 @@ uint32_t PciDevice::config_read(uint16_t offset, unsigned size) {
 }
 
 void PciDevice::config_write(uint16_t offset, unsigned size, uint32_t value) {
-    if ((size != 1 && size != 2 && size != 4) || offset % size != 0 || offset + size > kConfigSize) {
+    if ((size != 1 && size != 2 && size != 4) || offset % size != 0 ||
+        offset + size > kConfigSize) {
         return;
     }
     std::lock_guard lock(mutex_);

@@ -74,7 +74,8 @@ class PciDevice {
 
   protected:
     // Memory BAR of `size` bytes (a power of two, at least 4 KiB here).
-    void add_memory_bar(unsigned index, uint64_t size, bool is64, std::shared_ptr<BusDevice> handler);
+    void add_memory_bar(unsigned index, uint64_t size, bool is64,
+                        std::shared_ptr<BusDevice> handler);
     // Appends a capability (ID, then `body` after the next pointer); returns its offset.
     uint8_t add_capability(uint8_t id, std::span<const uint8_t> body);
 

@@ -15,8 +15,7 @@ constexpr uint32_t kConfigEnable = 0x80000000;
 // The host bridge: a function that only identifies itself.
 class HostBridge final : public PciDevice {
   public:
-    HostBridge()
-        : PciDevice("host bridge", PciIds{0x8086, 0x0d57, 0, 0x060000, 0x1af4, 0x1100}) {}
+    HostBridge() : PciDevice("host bridge", PciIds{0x8086, 0x0d57, 0, 0x060000, 0x1af4, 0x1100}) {}
 };
 
 class ConfigAddressPort final : public BusDevice {
@@ -59,7 +58,8 @@ PciRoot::PciRoot(Bus& pio, Bus& mmio, uint64_t window_start, uint64_t window_end
       window_start_(window_start),
       window_end_(window_end),
       next_bar_addr_(window_start) {
-    pio.add(kConfigAddressPort, 4, std::make_shared<ConfigAddressPort>(*this), "PCI config address");
+    pio.add(kConfigAddressPort, 4, std::make_shared<ConfigAddressPort>(*this),
+            "PCI config address");
     pio.add(kConfigDataPort, 4, std::make_shared<ConfigDataPort>(*this), "PCI config data");
     add(std::make_shared<HostBridge>());
 }
@@ -168,13 +168,13 @@ aml::Bytes PciRoot::dsdt_aml() const {
                      false),
     });
     return scope("\\_SB_", device("PCI0", concat({
-                                                name("_HID", eisa_id("PNP0A03")),
-                                                name("_ADR", integer(0)),
-                                                name("_SEG", integer(0)),
-                                                name("_UID", integer(0)),
-                                                name("_BBN", integer(0)),
-                                                name("_CRS", crs),
-                                            })));
+                                              name("_HID", eisa_id("PNP0A03")),
+                                              name("_ADR", integer(0)),
+                                              name("_SEG", integer(0)),
+                                              name("_UID", integer(0)),
+                                              name("_BBN", integer(0)),
+                                              name("_CRS", crs),
+                                          })));
 }
 
 }  // namespace conduit::vmm::pci
