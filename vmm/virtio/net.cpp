@@ -21,6 +21,13 @@ constexpr uint64_t kOffloadFeatures = bit(net_bit::kCsum) | bit(net_bit::kGuestC
                                       bit(net_bit::kGuestTso4) | bit(net_bit::kGuestTso6) |
                                       bit(net_bit::kHostEcn) | bit(net_bit::kGuestEcn);
 
+// What the backend implements (and so must offer and be told): ring layout and event
+// features, receive buffer merging, the MTU and every offload. The rest - MAC and link
+// status - is the VMM's own device model, never sent to the backend.
+constexpr uint64_t kBackendFeatures = bit(kFeatureVersion1) | bit(kFeatureIndirectDesc) |
+                                      bit(kFeatureEventIdx) | bit(net_bit::kMrgRxbuf) |
+                                      bit(net_bit::kMtu) | kOffloadFeatures;
+
 // virtio_net_config (virtio 1.2, 5.1.4): mac[6], status, max_virtqueue_pairs, mtu.
 constexpr uint64_t kConfigMac = 0, kConfigStatus = 6, kConfigMaxPairs = 8, kConfigMtu = 10;
 constexpr uint64_t kConfigSize = 12;
@@ -82,7 +89,10 @@ uint64_t VhostUserNet::offered_features() const {
     // A backend that already showed what it can do narrows the offer; before any backend
     // the model's own set is offered, and a later backend lacking some of what the guest
     // then acked keeps the card down (and says so).
-    return backend_usable_ ? (model & (*backend_usable_ | bit(kFeatureVersion1))) : model;
+    if (!backend_usable_) {
+        return model;
+    }
+    return (model & ~kBackendFeatures) | (model & kBackendFeatures & *backend_usable_);
 }
 
 bool VhostUserNet::accept_features(uint64_t acked) {
@@ -171,7 +181,8 @@ void VhostUserNet::handle_connection(UniqueFd connection) {
     options.mtu = card_.mtu;
     auto session = std::make_unique<vhost_user::Frontend>(std::move(connection), options);
     try {
-        const vhost_user::BackendFeatures b = session->negotiate(net_model_features(card_));
+        const vhost_user::BackendFeatures b =
+            session->negotiate(net_model_features(card_) & kBackendFeatures);
         std::lock_guard lock(mutex_);
         if (!backend_usable_) {
             backend_usable_ = b.usable;
@@ -195,7 +206,7 @@ void VhostUserNet::start_rings() {
         if (!active_ || !session_ || session_->state() != vhost_user::Frontend::State::Negotiated) {
             return;  // the driver is not ready yet, or the rings already run
         }
-        acked = acked_;
+        acked = acked_ & kBackendFeatures;
         queues = queues_;
     }
     std::vector<vhost_user::MemoryRegion> regions;
