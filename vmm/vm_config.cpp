@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -121,9 +122,15 @@ std::array<uint8_t, 6> parse_mac(const std::string& text, const std::string& whe
     std::array<uint8_t, 6> mac{};
     unsigned v[6];
     char tail;
-    if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4],
-                    &v[5], &tail) != 6 ||
-        text.size() != 17) {
+    // sscanf's %x alone would take " 5", "+5", "-1" or "0x" as an octet: check the shape
+    // (two hex digits, a colon, ...) first, so that such text is refused, not misread.
+    bool shaped = text.size() == 17;
+    for (size_t i = 0; shaped && i < text.size(); ++i) {
+        shaped =
+            i % 3 == 2 ? text[i] == ':' : std::isxdigit(static_cast<unsigned char>(text[i])) != 0;
+    }
+    if (!shaped || std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2],
+                               &v[3], &v[4], &v[5], &tail) != 6) {
         throw ConfigError(where + ": '" + text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
     }
     for (int i = 0; i < 6; ++i) {
