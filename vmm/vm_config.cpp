@@ -52,7 +52,8 @@ class YamlSource {
         }
         fail(n, "'" + key + "' must be true or false, not '" + t + "'");
     }
-    // Runs `parse` and turns a ConfigError without a location into one at `n`.
+    // Runs `parse` and turns a ConfigError without a location into one at `n`; `parse`
+    // must not call scalar(), number() or boolean(), whose errors have a location already.
     template <typename F>
     auto at(const YAML::Node& n, F parse) const {
         try {
@@ -234,11 +235,14 @@ VmConfig parse_vm_config(const std::string& text, const std::string& path) {
             } else if (key == "cpus") {
                 c.cpus = src.number(v, key, 1, kMaxVcpus);
             } else if (key == "memory") {
-                c.memory = src.at(v, [&] { return parse_size(src.scalar(v, key), "memory"); });
+                // scalar() outside at(): its error already names the line (once is enough).
+                const std::string text = src.scalar(v, key);
+                c.memory = src.at(v, [&] { return parse_size(text, "memory"); });
             } else if (key == "hugepages") {
                 c.hugepages = src.boolean(v, key);
             } else if (key == "serial") {
-                c.serial = src.at(v, [&] { return parse_serial(src.scalar(v, key), "serial"); });
+                const std::string text = src.scalar(v, key);
+                c.serial = src.at(v, [&] { return parse_serial(text, "serial"); });
             } else if (key == "log_level") {
                 c.log_level = src.scalar(v, key);
             } else if (key == "net") {
@@ -256,8 +260,8 @@ VmConfig parse_vm_config(const std::string& text, const std::string& path) {
                             src.fail(setting.first, "keys must be plain names");
                         }
                         const std::string k = setting.first.Scalar();
-                        src.at(setting.second,
-                               [&] { apply_net_setting(card, k, src.scalar(setting.second, k)); });
+                        const std::string value = src.scalar(setting.second, k);
+                        src.at(setting.second, [&] { apply_net_setting(card, k, value); });
                     }
                     if (card.socket.empty()) {
                         src.fail(item, "a net card needs 'socket'");
