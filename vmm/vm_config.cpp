@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -51,7 +52,8 @@ class YamlSource {
         }
         fail(n, "'" + key + "' must be true or false, not '" + t + "'");
     }
-    // Runs `parse` and turns a ConfigError without a location into one at `n`.
+    // Runs `parse` and turns a ConfigError without a location into one at `n`; `parse`
+    // must not call scalar(), number() or boolean(), whose errors have a location already.
     template <typename F>
     auto at(const YAML::Node& n, F parse) const {
         try {
@@ -121,9 +123,15 @@ std::array<uint8_t, 6> parse_mac(const std::string& text, const std::string& whe
     std::array<uint8_t, 6> mac{};
     unsigned v[6];
     char tail;
-    if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4],
-                    &v[5], &tail) != 6 ||
-        text.size() != 17) {
+    // sscanf's %x alone would take " 5", "+5", "-1" or "0x" as an octet: check the shape
+    // (two hex digits, a colon, ...) first, so that such text is refused, not misread.
+    bool shaped = text.size() == 17;
+    for (size_t i = 0; shaped && i < text.size(); ++i) {
+        shaped =
+            i % 3 == 2 ? text[i] == ':' : std::isxdigit(static_cast<unsigned char>(text[i])) != 0;
+    }
+    if (!shaped || std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2],
+                               &v[3], &v[4], &v[5], &tail) != 6) {
         throw ConfigError(where + ": '" + text + "' is not a MAC address (aa:bb:cc:dd:ee:ff)");
     }
     for (int i = 0; i < 6; ++i) {
@@ -227,11 +235,14 @@ VmConfig parse_vm_config(const std::string& text, const std::string& path) {
             } else if (key == "cpus") {
                 c.cpus = src.number(v, key, 1, kMaxVcpus);
             } else if (key == "memory") {
-                c.memory = src.at(v, [&] { return parse_size(src.scalar(v, key), "memory"); });
+                // scalar() outside at(): its error already names the line (once is enough).
+                const std::string text = src.scalar(v, key);
+                c.memory = src.at(v, [&] { return parse_size(text, "memory"); });
             } else if (key == "hugepages") {
                 c.hugepages = src.boolean(v, key);
             } else if (key == "serial") {
-                c.serial = src.at(v, [&] { return parse_serial(src.scalar(v, key), "serial"); });
+                const std::string text = src.scalar(v, key);
+                c.serial = src.at(v, [&] { return parse_serial(text, "serial"); });
             } else if (key == "log_level") {
                 c.log_level = src.scalar(v, key);
             } else if (key == "net") {
@@ -249,8 +260,8 @@ VmConfig parse_vm_config(const std::string& text, const std::string& path) {
                             src.fail(setting.first, "keys must be plain names");
                         }
                         const std::string k = setting.first.Scalar();
-                        src.at(setting.second,
-                               [&] { apply_net_setting(card, k, src.scalar(setting.second, k)); });
+                        const std::string value = src.scalar(setting.second, k);
+                        src.at(setting.second, [&] { apply_net_setting(card, k, value); });
                     }
                     if (card.socket.empty()) {
                         src.fail(item, "a net card needs 'socket'");

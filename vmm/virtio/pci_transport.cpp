@@ -116,11 +116,7 @@ PciTransport::PciTransport(std::string name, std::shared_ptr<VirtioDevice> devic
 
 PciTransport::~PciTransport() {
     std::lock_guard lock(mutex_);
-    if (notify_base_ != 0) {
-        for (size_t i = 0; i < queues_.size(); ++i) {
-            wiring_.remove(notify_base_ + i * kNotifyMultiplier, 2, queues_[i].kick.get());
-        }
-    }
+    unwire_notifications_locked();
 }
 
 uint8_t PciTransport::status() const {
@@ -177,18 +173,38 @@ void PciTransport::bar_relocated(unsigned bar, uint64_t old_addr, uint64_t new_a
     }
 }
 
+void PciTransport::unwire_notifications_locked() {
+    for (size_t i = 0; i < queues_.size(); ++i) {
+        if (queues_[i].ioeventfd) {
+            wiring_.remove(notify_base_ + i * kNotifyMultiplier, 2, queues_[i].kick.get());
+            queues_[i].ioeventfd = false;
+        }
+    }
+    notify_base_ = 0;
+}
+
 void PciTransport::wire_notifications(uint64_t old_bar, uint64_t new_bar) {
     std::lock_guard lock(mutex_);
     if (old_bar != 0 && notify_base_ != 0) {
-        for (size_t i = 0; i < queues_.size(); ++i) {
-            wiring_.remove(notify_base_ + i * kNotifyMultiplier, 2, queues_[i].kick.get());
-        }
-        notify_base_ = 0;
+        unwire_notifications_locked();
     }
     if (new_bar != 0) {
         notify_base_ = new_bar + kNotifyOffset;
         for (size_t i = 0; i < queues_.size(); ++i) {
-            wiring_.add(notify_base_ + i * kNotifyMultiplier, 2, queues_[i].kick.get());
+            // This runs on a vCPU thread inside the guest's BAR write. KVM refuses an
+            // address another ioeventfd holds (EEXIST: the guest put this BAR over another
+            // card's); throwing here would stop the whole VM. Without the ioeventfd the
+            // kick exits to the VMM instead, and bar_write() passes it on - slower, still
+            // correct - so say why and carry on.
+            try {
+                wiring_.add(notify_base_ + i * kNotifyMultiplier, 2, queues_[i].kick.get());
+                queues_[i].ioeventfd = true;
+            } catch (const std::exception& e) {
+                VLOG_WARN("virtio", "%s: queue %zu notify at %#llx without an ioeventfd: %s",
+                          name().c_str(), i,
+                          static_cast<unsigned long long>(notify_base_ + i * kNotifyMultiplier),
+                          e.what());
+            }
         }
     }
 }

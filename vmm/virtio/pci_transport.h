@@ -79,8 +79,9 @@ class PciTransport final : public pci::PciDevice {
         uint16_t vector = kNoVector;
         bool enabled = false;
         uint64_t desc = 0, avail = 0, used = 0;
-        UniqueFd kick;       // the ioeventfd's eventfd
-        UniqueFd no_vector;  // call fd while the queue has no MSI-X vector
+        UniqueFd kick;           // the ioeventfd's eventfd
+        UniqueFd no_vector;      // call fd while the queue has no MSI-X vector
+        bool ioeventfd = false;  // whether KVM took the kick ioeventfd at notify_base_
     };
 
     void common_read(uint64_t offset, std::span<uint8_t> data);
@@ -90,6 +91,7 @@ class PciTransport final : public pci::PciDevice {
     void reset_locked();
     bool queues_valid(std::string& why) const;
     void wire_notifications(uint64_t old_bar, uint64_t new_bar);
+    void unwire_notifications_locked();
 
     std::shared_ptr<VirtioDevice> device_;
     pci::Msix msix_;

@@ -87,11 +87,17 @@ void Msix::update_locked(Entry& e) {
     }
 }
 
+bool Msix::table_access_ok(uint64_t offset, size_t size) const {
+    // Dword or qword accesses within one entry (PCI spec 6.8.2). Written so that no sum
+    // can wrap: offset + size overflowed for offsets near 2^64 and passed the check.
+    return (size == 4 || size == 8) && offset % size == 0 && offset < table_size() &&
+           size <= table_size() - offset;
+}
+
 void Msix::table_read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(mutex_);
-    // Dword or qword accesses within one entry (PCI spec 6.8.2); anything else reads ones.
-    if ((data.size() != 4 && data.size() != 8) || offset % data.size() != 0 ||
-        offset + data.size() > table_size()) {
+    // Anything but a dword or qword within one entry reads as ones.
+    if (!table_access_ok(offset, data.size())) {
         store_le(data, ~0ull);
         return;
     }
@@ -107,8 +113,7 @@ void Msix::table_read(uint64_t offset, std::span<uint8_t> data) {
 
 void Msix::table_write(uint64_t offset, std::span<const uint8_t> data) {
     std::lock_guard lock(mutex_);
-    if ((data.size() != 4 && data.size() != 8) || offset % data.size() != 0 ||
-        offset + data.size() > table_size()) {
+    if (!table_access_ok(offset, data.size())) {
         return;
     }
     Entry& e = entries_[offset / kEntrySize];
@@ -145,6 +150,10 @@ bool Msix::pending_locked(const Entry& e) const {
 void Msix::pba_read(uint64_t offset, std::span<uint8_t> data) {
     std::lock_guard lock(mutex_);
     uint64_t bits = 0;
+    if (offset >= pba_size()) {
+        store_le(data, 0);  // offset * 8 below would wrap for huge offsets
+        return;
+    }
     for (size_t i = 0; i < data.size() * 8; ++i) {
         const size_t vector = offset * 8 + i;
         if (vector < entries_.size() && pending_locked(entries_[vector])) {

@@ -71,6 +71,7 @@ class Msix {
         uint32_t gsi = 0;
         bool bound = false;
     };
+    bool table_access_ok(uint64_t offset, size_t size) const;
     bool deliverable_locked(const Entry& e) const;
     void update_locked(Entry& e);
     bool pending_locked(const Entry& e) const;
