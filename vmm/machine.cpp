@@ -56,11 +56,13 @@ BootInputs prepare_boot(const VmConfig& config) {
 }
 
 Machine::Machine(const VmConfig& config) : config_(config), boot_(prepare_boot(config_)) {
+    // Host resources in the order a user can fix them: guest memory (hugepages) and the
+    // console before KVM, so each problem is reported even on a machine without KVM.
+    memory_.emplace(GuestMemory::create(config_.memory, config_.hugepages, x86::kMmioHoleStart,
+                                        x86::kMmioHoleEnd));
     console_ = std::make_unique<Console>(config_.serial);
     kvm_.emplace(kvm::Kvm::open());
     vm_.emplace(*kvm_);
-    memory_.emplace(GuestMemory::create(config_.memory, config_.hugepages, x86::kMmioHoleStart,
-                                        x86::kMmioHoleEnd));
     uint32_t slot = 0;
     for (const MemoryRegion& r : memory_->regions()) {
         vm_->set_memory(slot++, r.guest_phys_addr, r.size, r.host);

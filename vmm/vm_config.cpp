@@ -311,6 +311,10 @@ void validate_vm_config(const VmConfig& c) {
     if (c.memory % 4096 != 0) {
         throw ConfigError("memory must be a whole number of 4 KiB pages");
     }
+    if (c.hugepages && c.memory % (2ull << 20) != 0) {
+        throw ConfigError("with hugepages the memory size must be a multiple of 2 MiB, not " +
+                          std::to_string(c.memory) + " bytes");
+    }
     if (c.name.empty() || c.name.size() > 64) {
         throw ConfigError("name must be 1 to 64 characters");
     }
