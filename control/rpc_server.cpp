@@ -101,11 +101,18 @@ class RpcServer::Session : public std::enable_shared_from_this<Session> {
             stall_armed_ = false;
             stall_timer_.cancel();
         }
+        // Replies the client has not taken yet: stop reading its requests until it does
+        // (or the write deadline drops it), so it cannot make us buffer without end.
+        if (outbox_bytes_ > kMaxOutbox) {
+            read_paused_ = true;
+            return;
+        }
         read();
     }
 
     void send(std::string line) {
         line += '\n';
+        outbox_bytes_ += line.size();
         outbox_.push_back(std::move(line));
         if (!writing_) {
             write();
@@ -138,7 +145,12 @@ class RpcServer::Session : public std::enable_shared_from_this<Session> {
                                   self->close();
                                   return;
                               }
+                              self->outbox_bytes_ -= self->outbox_.front().size();
                               self->outbox_.pop_front();
+                              if (self->read_paused_ && self->outbox_bytes_ <= kMaxOutbox) {
+                                  self->read_paused_ = false;
+                                  self->read();
+                              }
                               self->write();
                           });
     }
@@ -150,6 +162,7 @@ class RpcServer::Session : public std::enable_shared_from_this<Session> {
         socket_.shutdown(stream::socket::shutdown_both, ignored);
         socket_.close(ignored);
         outbox_.clear();
+        outbox_bytes_ = 0;
     }
 
     RpcServer& server_;
@@ -163,6 +176,9 @@ class RpcServer::Session : public std::enable_shared_from_this<Session> {
     bool writing_ = false;
     bool closing_ = false;
     bool stall_armed_ = false;
+    bool read_paused_ = false;
+    std::size_t outbox_bytes_ = 0;
+    static constexpr std::size_t kMaxOutbox = 4 << 20;
 };
 
 RpcServer::RpcServer(asio::io_context& io, const ControlConfig& config,
