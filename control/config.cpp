@@ -135,7 +135,7 @@ std::optional<std::string> metrics_address_problem(const std::string& address) {
 void parse_daemon(const Reader& r, const YAML::Node& n, DaemonConfig& d) {
     r.only_keys(n,
                 {"file_prefix", "main_cpu", "workers", "hugepages", "memory_mb", "mbufs",
-                 "mbuf_cache", "idle_backoff", "log_level"},
+                 "mbuf_cache", "idle_backoff", "worker_nice", "log_level"},
                 "conduitd");
     const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
     if (n["file_prefix"]) {
@@ -179,6 +179,9 @@ void parse_daemon(const Reader& r, const YAML::Node& n, DaemonConfig& d) {
     }
     if (n["idle_backoff"]) {
         d.idle_backoff = r.boolean(n["idle_backoff"], "conduitd.idle_backoff");
+    }
+    if (n["worker_nice"]) {
+        d.worker_nice = r.integer<int>(n["worker_nice"], "conduitd.worker_nice", -20, 19);
     }
     if (n["log_level"]) {
         d.log_level = r.string(n["log_level"], "conduitd.log_level");

@@ -75,6 +75,9 @@ struct DaemonConfig {
     uint32_t mbufs = 16383;
     uint32_t mbuf_cache = 256;
     bool idle_backoff = true;
+    // Workers' nice value: -20 makes whatever else the scheduler puts on a worker's CPU
+    // take it only in short slices, so guest rings do not overflow meanwhile.
+    int worker_nice = -20;
     std::string log_level = "info";
 };
 

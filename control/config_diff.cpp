@@ -44,6 +44,8 @@ void daemon_and_control(ConfigPlan& plan, const Config& a, const Config& b) {
     restart_only(plan, "conduitd.mbuf_cache", std::to_string(x.mbuf_cache),
                  std::to_string(y.mbuf_cache));
     restart_only(plan, "conduitd.idle_backoff", flag(x.idle_backoff), flag(y.idle_backoff));
+    restart_only(plan, "conduitd.worker_nice", std::to_string(x.worker_nice),
+                 std::to_string(y.worker_nice));
     const ControlConfig& c = a.control;
     const ControlConfig& d = b.control;
     restart_only(plan, "control.socket", c.socket, d.socket);

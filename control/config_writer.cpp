@@ -64,6 +64,7 @@ std::string config_to_yaml(const Config& c, const std::string& header) {
     y << "  mbufs: " << d.mbufs << '\n';
     y << "  mbuf_cache: " << d.mbuf_cache << '\n';
     y << "  idle_backoff: " << (d.idle_backoff ? "true" : "false") << '\n';
+    y << "  worker_nice: " << d.worker_nice << '\n';
     y << "  log_level: " << d.log_level << '\n';
     const ControlConfig& ctl = c.control;
     y << "control:\n";

@@ -904,12 +904,12 @@ std::string general_help() {
          "conduitctl talks to conduitd over its control socket (JSON-RPC 2.0; default "
          "/run/conduit/conduitd.sock, or $CONDUIT_SOCKET).\n\ncommands:\n";
     for (const auto& cmd : commands()) {
-        h << "  " << std::left << std::setw(16) << cmd.name << cmd.summary << '\n';
+        h << "  " << std::left << std::setw(18) << cmd.name << cmd.summary << '\n';
     }
-    h << "  " << std::left << std::setw(16) << "interactive"
+    h << "  " << std::left << std::setw(18) << "interactive"
       << "a prompt with line editing, "
       << "history and completion\n";
-    h << "  " << std::left << std::setw(16) << "completion bash"
+    h << "  " << std::left << std::setw(18) << "completion bash"
       << "print the bash completion script (source <(conduitctl completion bash))\n";
     h << "\nglobal options:\n"
          "  --socket PATH, -s PATH   conduitd's control socket\n"

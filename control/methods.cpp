@@ -265,6 +265,7 @@ json config_to_json(const Config& c) {
               {"mbufs", d.mbufs},
               {"mbuf_cache", d.mbuf_cache},
               {"idle_backoff", d.idle_backoff},
+              {"worker_nice", d.worker_nice},
               {"log_level", d.log_level}}},
             {"control",
              {{"socket", ctl.socket},
@@ -482,16 +483,15 @@ void register_methods(rpc::Dispatcher& d, dp::Dataplane& dp, RunningConfig& runn
               const std::string name = p.string("name");
               const Config current = running.snapshot();
               const auto [bridge, existing] = current.find_port(name);
-              if (existing == nullptr) {
-                  p.done();
-                  not_found("port '" + name + "'");
-              }
-              PortConfig port = *existing;
+              PortConfig port = existing != nullptr ? *existing : PortConfig{};
               const bool any = p.has("admin") || p.has("socket") || p.has("mode") ||
                                p.has("queues") || p.has("devargs") || p.has("rx_descriptors") ||
                                p.has("tx_descriptors");
               read_port_settings(p, port);
               p.done();
+              if (existing == nullptr) {
+                  not_found("port '" + name + "'");
+              }
               if (!any) {
                   throw Error(rpc::kInvalidParams, "nothing to set");
               }

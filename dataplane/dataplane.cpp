@@ -58,8 +58,8 @@ Dataplane::Dataplane(const control::DaemonConfig& config)
     BackoffPolicy backoff;
     backoff.enabled = config_.idle_backoff;
     for (unsigned i = 0; i < workers; ++i) {
-        workers_.push_back(
-            std::make_unique<Worker>(*this, i, i + 1, config_.worker_cpus[i], backoff));
+        workers_.push_back(std::make_unique<Worker>(*this, i, i + 1, config_.worker_cpus[i],
+                                                    backoff, config_.worker_nice));
     }
     std::lock_guard lock(control_mutex_);
     publish_locked();

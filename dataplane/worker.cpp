@@ -3,11 +3,16 @@
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
 #include "dataplane/capture.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/log.h"
 #include "dataplane/port.h"
 #include "dataplane/rcu.h"
 
@@ -49,12 +54,14 @@ WorkerStatsSnapshot WorkerStatsSnapshot::operator-(const WorkerStatsSnapshot& ba
     return d;
 }
 
-Worker::Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff)
+Worker::Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff,
+               int nice)
     : dp_(dp),
       id_(id),
       lcore_(lcore),
       cpu_(cpu),
       backoff_(backoff),
+      nice_(nice),
       counters_(std::make_unique<sw::WorkerCounters>()),
       forwarder_(*this, *counters_) {}
 
@@ -75,6 +82,12 @@ void Worker::transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) {
 int Worker::run() {
     // Sleeps are short; the default 50 us timer slack would stretch every one of them.
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    // A polling thread is always runnable: at the default weight, anything else the
+    // scheduler puts on this CPU would get whole time slices of several milliseconds,
+    // long enough for a guest's ring to overflow.
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice_) != 0) {
+        CLOG_WARN("worker", "worker %u: cannot set nice %d: %s", id_, nice_, std::strerror(errno));
+    }
     Rcu& rcu = dp_.rcu();
     rcu.register_reader(id_);
 

@@ -67,7 +67,8 @@ struct WorkerStats {
 
 class Worker final : private sw::TxSink {
   public:
-    Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff);
+    Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff,
+           int nice);
 
     unsigned id() const { return id_; }
     unsigned lcore() const { return lcore_; }
@@ -87,6 +88,7 @@ class Worker final : private sw::TxSink {
     unsigned lcore_;
     unsigned cpu_;
     BackoffPolicy backoff_;
+    int nice_;
     const DatapathState* state_ = nullptr;  // the state of the current poll loop
     std::unique_ptr<sw::WorkerCounters> counters_;
     sw::Forwarder forwarder_;

@@ -38,6 +38,18 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+@contextlib.contextmanager
+def only_cpus(cpus):
+    """Runs the test process (and every process it starts meanwhile) on `cpus` only, so
+    that the CPU conduitd's worker polls on is left to it."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def remove_dpdk_files(prefix):
     for f in pathlib.Path("/dev/hugepages").glob(f"{prefix}map_*"):
         f.unlink(missing_ok=True)
@@ -358,7 +370,7 @@ class Pacer:
     their sockets. `flows` are (port index, destination MAC, frames per second)."""
 
     def __init__(self, workdir, sockets, macs, flows, prefix="itest-pacer", cpu=0,
-                 flow_base=0, best_effort=False, realtime=False):
+                 flow_base=0, best_effort=False, realtime=False, wait_for_go=False):
         self.workdir = pathlib.Path(workdir)
         self.sockets, self.macs, self.flows = [str(s) for s in sockets], macs, flows
         self.prefix = prefix
@@ -368,6 +380,9 @@ class Pacer:
                      str(self.status_path), "--flow-base", str(flow_base)]
         if not HUGEPAGES:
             self.args.append("--no-huge")
+        self.go_path = self.workdir / f"{prefix}.go"
+        if wait_for_go:
+            self.args += ["--start-file", str(self.go_path)]
         if best_effort:
             self.args.append("--best-effort")
         if realtime:
@@ -383,6 +398,7 @@ class Pacer:
         for s in self.sockets:
             pathlib.Path(s).unlink(missing_ok=True)
         self.status_path.unlink(missing_ok=True)
+        self.go_path.unlink(missing_ok=True)
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -402,6 +418,10 @@ class Pacer:
         wait_for(lambda: (self.status() or {}).get("state") == "running", timeout=timeout,
                  what=f"pacer {self.prefix} running")
         return self
+
+    def go(self):
+        """Starts the flows of a pacer made with wait_for_go."""
+        self.go_path.write_text("go\n")
 
     def finish(self, timeout=30):
         """Stops sending, lets the last frames arrive, returns the final status."""

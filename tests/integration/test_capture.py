@@ -12,7 +12,7 @@ from rig import wait_for
 from test_forwarding import BROADCAST, start_pair, vport
 
 NETRAW = str(pathlib.Path(__file__).with_name("netraw.py"))
-IN, OUT = "1", "2"  # pcapng packet flags: inbound, outbound
+IN, OUT = "0x00000001", "0x00000002"  # pcapng packet flags: inbound, outbound
 
 
 def tshark(path, fields=("eth.src", "eth.dst", "frame.len")):

@@ -86,7 +86,10 @@ def test_bad_requests_get_errors_and_harm_nothing(rig):
     assert error_code(c.call("bridge.add", {"name": "b", "mac_aging": "soon"})) == -32602
     assert error_code(c.call("bridge.add", {"name": "b", "mac_aging": -5})) == -32602
     assert error_code(c.call("bridge.add", {"name": "b", "colour": "red"})) == -32602
-    assert error_code(c.call("port.add", {"bridge": "br0", "name": "x"})) == -32003  # no socket
+    assert error_code(c.call("port.add", {"bridge": "br0", "name": "x"})) == -32602  # no socket
+    assert error_code(c.call("port.add", {"bridge": "br0", "name": "x",
+                                          "socket": cd.config["bridges"][0]["ports"][0]["socket"]})) \
+        == -32003  # g1's socket: the config would be invalid
     assert error_code(c.call("config.apply", {"text": "bridges: [", "path": "t.yaml"})) == -32003
     c.send(b"[]\n")
     assert error_code(c.reply()) == -32600
@@ -194,6 +197,10 @@ def test_prometheus_metrics_and_telemetry(rig):
     for name in cd.port("g1"):
         if name.startswith(("rx_", "tx_", "drop_")):
             assert f"# TYPE conduit_port_{name}_total counter" in text, name
+    # conduitd's own DPDK telemetry commands include the PMD statistics.
+    w = cd.workers()["worker0"]
+    assert w["rx_packets"] == 24 and w["rx_bursts"] >= 1 and w["busy_cycles"] > 0
+    assert cd.port("g1")["admin"] == "up"
     # Counters keep counting across `clear stats` (Prometheus wants them monotonic).
     cd.ctl("clear", "stats")
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
@@ -211,7 +218,3 @@ def test_prometheus_metrics_and_telemetry(rig):
     except urllib.error.HTTPError as e:
         assert e.code == 405
 
-    # conduitd's own DPDK telemetry commands include the PMD statistics.
-    w = cd.workers()["worker0"]
-    assert w["rx_packets"] == 24 and w["rx_bursts"] >= 1 and w["busy_cycles"] > 0
-    assert cd.port("g1")["admin"] == "up"

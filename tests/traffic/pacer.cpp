@@ -7,16 +7,21 @@
 // thread without falling behind.
 //
 //   pacer --prefix P --cpu C --port SOCK,MAC [--port ...] --flow PORT:DSTMAC:PPS [...]
-//         --status FILE [--flow-base N] [--best-effort] [--rt] [--drain-ms N] [--no-huge]
+//         --status FILE [--flow-base N] [--start-file F] [--best-effort] [--rt]
+//         [--drain-ms N] [--no-huge]
 //
+// With --start-file the flows begin only once that file exists (the test creates it when
+// the switch has both ends of every flow up), and the rate counts from then.
 // SIGTERM or SIGINT stops sending; the pacer keeps receiving for --drain-ms, then writes
 // the final status and exits 0. The status file (JSON, replaced atomically every 200 ms):
 // {"state": "running"|"done", "ports": [{"tx","rx","link"}],
-//  "flows": [{"sent","received","out_of_order","tx_dropped"}], "foreign": N}.
+//  "flows": [{"sent","received","out_of_order","tx_dropped"}], "foreign": N,
+//  "max_gap_us": the longest time between two rounds while sending}.
 // Flow ids (carried in each frame) start at --flow-base, so that several pacers on one
 // switch tell their frames apart; frames of other pacers count as "foreign".
 // A flow's frames that do not fit its NIC's transmit ring are sent later (the rate is
 // kept on average), or with --best-effort dropped and counted as tx_dropped.
+#include <pthread.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
@@ -24,13 +29,17 @@
 #include <sched.h>
 #include <sys/prctl.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -71,8 +80,8 @@ struct PortStats {
 
 bool parse_mac(const std::string& text, uint8_t* out) {
     unsigned b[6];
-    if (std::sscanf(text.c_str(), "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4],
-                    &b[5]) != 6) {
+    if (std::sscanf(text.c_str(), "%x:%x:%x:%x:%x:%x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) !=
+        6) {
         return false;
     }
     for (int i = 0; i < 6; ++i) {
@@ -81,17 +90,30 @@ bool parse_mac(const std::string& text, uint8_t* out) {
     return true;
 }
 
-void write_status(const std::string& path, const char* state, const std::vector<Flow>& flows,
-                  const std::vector<PortStats>& ports, uint64_t foreign) {
+// What the status file reports: copied out of the sending thread now and then.
+struct Snapshot {
+    std::vector<Flow> flows;
+    std::vector<PortStats> ports;
+    uint64_t foreign = 0;
+    uint64_t max_gap_us = 0;
+};
+
+void write_status(const std::string& path, const char* state, const Snapshot& snap,
+                  bool with_links) {
+    const auto& flows = snap.flows;
+    const auto& ports = snap.ports;
     const std::string tmp = path + ".tmp";
     {
         std::ofstream out(tmp);
         out << "{\"state\": \"" << state << "\", \"ports\": [";
         for (std::size_t i = 0; i < ports.size(); ++i) {
-            rte_eth_link link{};
-            rte_eth_link_get_nowait(static_cast<uint16_t>(i), &link);
-            out << (i ? ", " : "") << "{\"tx\": " << ports[i].tx << ", \"rx\": " << ports[i].rx
-                << ", \"link\": " << (link.link_status ? "true" : "false") << "}";
+            out << (i ? ", " : "") << "{\"tx\": " << ports[i].tx << ", \"rx\": " << ports[i].rx;
+            if (with_links) {
+                rte_eth_link link{};
+                rte_eth_link_get_nowait(static_cast<uint16_t>(i), &link);
+                out << ", \"link\": " << (link.link_status ? "true" : "false");
+            }
+            out << "}";
         }
         out << "], \"flows\": [";
         for (std::size_t i = 0; i < flows.size(); ++i) {
@@ -100,7 +122,8 @@ void write_status(const std::string& path, const char* state, const std::vector<
                 << ", \"out_of_order\": " << f.out_of_order << ", \"tx_dropped\": " << f.tx_dropped
                 << "}";
         }
-        out << "], \"foreign\": " << foreign << "}\n";
+        out << "], \"foreign\": " << snap.foreign << ", \"max_gap_us\": " << snap.max_gap_us
+            << "}\n";
     }
     std::rename(tmp.c_str(), path.c_str());
 }
@@ -129,6 +152,7 @@ int main(int argc, char** argv) {
     bool best_effort = false, realtime = false, huge = true;
     unsigned drain_ms = 500;
     uint32_t flow_base = 0;
+    std::string start_file;
     unsigned memory_mb = 0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -152,6 +176,8 @@ int main(int argc, char** argv) {
             huge = false;
         } else if (a == "--memory") {
             memory_mb = static_cast<unsigned>(std::stoul(value()));
+        } else if (a == "--start-file") {
+            start_file = value();
         } else if (a == "--flow-base") {
             flow_base = static_cast<uint32_t>(std::stoul(value()));
         } else if (a == "--drain-ms") {
@@ -193,9 +219,9 @@ int main(int argc, char** argv) {
         memory_mb = 64 + 8 * static_cast<unsigned>(ports.size());
     }
 
-    std::vector<std::string> eal{"pacer", "--file-prefix=" + prefix, "--no-pci", "--lcores",
-                                 "0@" + cpu, "--log-level=*:warning", "-m",
-                                 std::to_string(memory_mb)};
+    std::vector<std::string> eal{
+        "pacer",    "--file-prefix=" + prefix, "--no-pci", "--lcores",
+        "0@" + cpu, "--log-level=*:warning",   "-m",       std::to_string(memory_mb)};
     eal.push_back(huge ? "--single-file-segments" : "--no-huge");
     for (std::size_t i = 0; i < ports.size(); ++i) {
         char mac[18];
@@ -244,11 +270,38 @@ int main(int argc, char** argv) {
 
     std::vector<PortStats> stats(ports.size());
     uint64_t foreign = 0;
+    // The longest time between two rounds while sending: how long the pacer was away
+    // (preempted or asleep) when frames were due.
+    uint64_t max_gap_us = 0;
+    uint64_t last_round = 0;
     const uint64_t hz = rte_get_tsc_hz();
-    const uint64_t start = rte_rdtsc();
+    uint64_t start = rte_rdtsc();
+    bool sending = start_file.empty();
+    uint64_t next_check = start;
     uint64_t next_status = start;
     uint64_t stop_at = 0;
-    write_status(status_path, "running", flows, stats, foreign);
+    // The status file is written by its own thread: file system calls can block for tens
+    // of milliseconds on a busy machine, and the sending thread must never wait on them.
+    std::mutex snapshot_mutex;
+    Snapshot shared{flows, stats, 0, 0};
+    std::atomic<bool> done{false};
+    write_status(status_path, "running", shared, false);
+    std::thread reporter([&] {
+        // Not real time: it may wait on the file system as long as it likes.
+        sched_param normal{};
+        pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);
+        while (!done.load()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            Snapshot copy;
+            {
+                std::lock_guard lock(snapshot_mutex);
+                copy = shared;
+            }
+            if (!done.load()) {
+                write_status(status_path, "running", copy, false);
+            }
+        }
+    });
     for (;;) {
         const uint64_t now = rte_rdtsc();
         if (g_stop && stop_at == 0) {
@@ -257,13 +310,26 @@ int main(int argc, char** argv) {
         if (stop_at != 0 && now >= stop_at) {
             break;
         }
-        bool busy = false;
-        if (stop_at == 0) {
+        if (sending && stop_at == 0) {
+            if (last_round != 0) {
+                max_gap_us = std::max(max_gap_us, (now - last_round) * 1'000'000 / hz);
+            }
+            last_round = now;
+        }
+        if (!sending && now >= next_check) {
+            std::ifstream probe(start_file);
+            if (probe.good()) {
+                sending = true;
+                start = now;
+            }
+            next_check = now + hz / 100;
+        }
+        if (stop_at == 0 && sending) {
             for (uint32_t id = 0; id < flows.size(); ++id) {
                 Flow& f = flows[id];
-                const uint64_t due = static_cast<uint64_t>(
-                    static_cast<double>(now - start) * static_cast<double>(f.pps) /
-                    static_cast<double>(hz));
+                const uint64_t due =
+                    static_cast<uint64_t>(static_cast<double>(now - start) *
+                                          static_cast<double>(f.pps) / static_cast<double>(hz));
                 uint64_t want = due > f.attempted ? due - f.attempted : 0;
                 while (want > 0) {
                     const uint16_t n = static_cast<uint16_t>(std::min<uint64_t>(want, kBurst));
@@ -287,7 +353,6 @@ int main(int argc, char** argv) {
                         break;
                     }
                     want -= n;
-                    busy = true;
                 }
             }
         }
@@ -303,8 +368,8 @@ int main(int argc, char** argv) {
                     std::memcpy(&id, d + 18, 4);
                     std::memcpy(&seq, d + 22, 8);
                 }
-                if (d[12] == (kEtherType >> 8) && d[13] == (kEtherType & 0xff) &&
-                    magic == kMagic && id >= flow_base && id - flow_base < flows.size()) {
+                if (d[12] == (kEtherType >> 8) && d[13] == (kEtherType & 0xff) && magic == kMagic &&
+                    id >= flow_base && id - flow_base < flows.size()) {
                     Flow& f = flows[id - flow_base];
                     ++f.received;
                     if (seq < f.next_seq_seen) {
@@ -317,19 +382,22 @@ int main(int argc, char** argv) {
                 }
             }
             stats[p].rx += n;
-            busy = busy || n != 0;
             rte_pktmbuf_free_bulk(burst, n);
         }
-        if (now >= next_status) {
-            write_status(status_path, "running", flows, stats, foreign);
-            next_status = now + hz / 5;
+        if (now >= next_status && snapshot_mutex.try_lock()) {
+            shared = Snapshot{flows, stats, foreign, max_gap_us};
+            snapshot_mutex.unlock();
+            next_status = now + hz / 20;
         }
-        if (!busy) {
-            const timespec ts{0, 20'000};
-            nanosleep(&ts, nullptr);
-        }
+        // Every round ends asleep, busy or not: a pacer that never slept would hold its
+        // CPU (and, under SCHED_FIFO, be throttled by the kernel for tens of ms each
+        // second). 50 us of frames at 100,000 per second is 5, far from filling a ring.
+        const timespec ts{0, 50'000};
+        nanosleep(&ts, nullptr);
     }
-    write_status(status_path, "done", flows, stats, foreign);
+    done.store(true);
+    reporter.join();
+    write_status(status_path, "done", Snapshot{flows, stats, foreign, max_gap_us}, true);
     for (uint16_t p = 0; p < ports.size(); ++p) {
         rte_eth_dev_stop(p);
         rte_eth_dev_close(p);

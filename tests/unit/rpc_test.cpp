@@ -71,7 +71,8 @@ TEST(LineFramer, RefusesAnOversizedMessage) {
 
 TEST(Dispatcher, CallsAMethod) {
     const auto d = make_dispatcher();
-    const json r = reply(d, R"({"jsonrpc":"2.0","id":7,"method":"echo","params":{"text":"a","times":3}})");
+    const json r =
+        reply(d, R"({"jsonrpc":"2.0","id":7,"method":"echo","params":{"text":"a","times":3}})");
     EXPECT_EQ(r["id"], 7);
     EXPECT_EQ(r["jsonrpc"], "2.0");
     EXPECT_EQ(r["result"], "aaa");
@@ -95,14 +96,22 @@ TEST(Dispatcher, BadRequestsGetTheirErrorCodes) {
               kInvalidParams);
     EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":1}})")),
               kInvalidParams);
-    EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":9}})")),
-              kInvalidParams);
-    EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":-1}})")),
-              kInvalidParams);
-    EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":1.5}})")),
-              kInvalidParams);
-    EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","upper":"yes"}})")),
-              kInvalidParams);
+    EXPECT_EQ(
+        code(reply(d,
+                   R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":9}})")),
+        kInvalidParams);
+    EXPECT_EQ(
+        code(reply(d,
+                   R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":-1}})")),
+        kInvalidParams);
+    EXPECT_EQ(
+        code(reply(
+            d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","times":1.5}})")),
+        kInvalidParams);
+    EXPECT_EQ(
+        code(reply(
+            d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","upper":"yes"}})")),
+        kInvalidParams);
     const json unknown =
         reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"a","txet":1}})");
     EXPECT_EQ(code(unknown), kInvalidParams);
@@ -116,8 +125,9 @@ TEST(Dispatcher, NotificationsGetNoReply) {
     EXPECT_FALSE(d.handle(R"({"jsonrpc":"2.0","method":"echo","params":{"text":"a"}})"));
     EXPECT_FALSE(d.handle(R"({"jsonrpc":"2.0","method":"nope"})"));
     // A null id is a request, answered with a null id.
-    EXPECT_EQ(reply(d, R"({"jsonrpc":"2.0","id":null,"method":"echo","params":{"text":"b"}})")["id"],
-              nullptr);
+    EXPECT_EQ(
+        reply(d, R"({"jsonrpc":"2.0","id":null,"method":"echo","params":{"text":"b"}})")["id"],
+        nullptr);
 }
 
 TEST(Dispatcher, Batches) {
@@ -151,9 +161,10 @@ TEST(Dispatcher, InvalidUtf8NeverBreaksTheReply) {
               kParseError);
     EXPECT_EQ(code(reply(d, R"({"jsonrpc":"2.0","id":"\ud800","method":"nope"})")), kParseError);
     // Valid non-ASCII text goes through untouched.
-    EXPECT_EQ(reply(d, R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"\u00e9"}})")
-                  ["result"],
-              "\u00e9");
+    EXPECT_EQ(
+        reply(d,
+              R"({"jsonrpc":"2.0","id":1,"method":"echo","params":{"text":"\u00e9"}})")["result"],
+        "\u00e9");
 }
 
 }  // namespace
