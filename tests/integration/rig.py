@@ -370,14 +370,14 @@ class Pacer:
     their sockets. `flows` are (port index, destination MAC, frames per second)."""
 
     def __init__(self, workdir, sockets, macs, flows, prefix="itest-pacer", cpu=0,
-                 flow_base=0, best_effort=False, realtime=False, wait_for_go=False):
+                 flow_base=0, best_effort=False, realtime=False, wait_for_go=False, ring=1024):
         self.workdir = pathlib.Path(workdir)
         self.sockets, self.macs, self.flows = [str(s) for s in sockets], macs, flows
         self.prefix = prefix
         self.status_path = self.workdir / f"{prefix}.status.json"
         self.log_path = self.workdir / f"{prefix}.log"
         self.args = [str(PACER), "--prefix", prefix, "--cpu", str(cpu), "--status",
-                     str(self.status_path), "--flow-base", str(flow_base)]
+                     str(self.status_path), "--flow-base", str(flow_base), "--ring", str(ring)]
         if not HUGEPAGES:
             self.args.append("--no-huge")
         self.go_path = self.workdir / f"{prefix}.go"

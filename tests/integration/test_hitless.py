@@ -31,10 +31,13 @@ def run_hitless(rig):
                                                  vport("g2", pair_socks[1])]}],
                       mbufs=16383, extra={"memory_mb": 256}).start()
     # The pair: each guest sends to the other at RATE, numbered; woken on time (SCHED_FIFO,
-    # asleep between bursts) on the CPU it shares with conduitd's control thread.
+    # asleep between bursts) on the CPU it shares with conduitd's control thread. Rings of
+    # 8192 frames (74 ms at RATE) absorb what this shared virtual machine does to the
+    # guests' or the worker's CPU time (its kernel does not preempt; its vCPUs are
+    # themselves scheduled); frames lost for any other reason still show.
     pair = rig.pacer(pair_socks, PAIR_MACS,
                      [(0, PAIR_MACS[1], RATE), (1, PAIR_MACS[0], RATE)],
-                     prefix="itest-pair", realtime=True, wait_for_go=True).start()
+                     prefix="itest-pair", realtime=True, wait_for_go=True, ring=8192).start()
     pair.wait_running()
     cd.wait_port("g1", "up")
     cd.wait_port("g2", "up")
@@ -93,9 +96,6 @@ def run_hitless(rig):
     elapsed = time.monotonic() - started
     print(f"pair: {f0['sent']} + {f1['sent']} frames in ~{elapsed:.1f}s "
           f"(changes took {churn_time:.1f}s); foreign frames at the pair: {final['foreign']}")
-    g1, g2 = cd.port("g1"), cd.port("g2")
-    print("conduitd g1:", g1)
-    print("conduitd g2:", g2)
     print("pacer:", final)
     # Zero loss, in order, counted by the receiving guests.
     for f in (f0, f1):

@@ -8,8 +8,11 @@
 //
 //   pacer --prefix P --cpu C --port SOCK,MAC [--port ...] --flow PORT:DSTMAC:PPS [...]
 //         --status FILE [--flow-base N] [--start-file F] [--best-effort] [--rt]
-//         [--drain-ms N] [--no-huge]
+//         [--ring N] [--drain-ms N] [--no-huge]
 //
+// --ring sets each NIC's ring size (default 1024): frames a guest cannot take while it is
+// not running wait there, so it is the longest pause (of the guest, or of the switch) the
+// flows survive without loss: 8192 frames are 74 ms at 110,000 frames per second.
 // With --start-file the flows begin only once that file exists (the test creates it when
 // the switch has both ends of every flow up), and the rate counts from then.
 // SIGTERM or SIGINT stops sending; the pacer keeps receiving for --drain-ms, then writes
@@ -154,6 +157,7 @@ int main(int argc, char** argv) {
     uint32_t flow_base = 0;
     std::string start_file;
     unsigned memory_mb = 0;
+    unsigned ring = 1024;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         auto value = [&]() -> std::string {
@@ -180,6 +184,11 @@ int main(int argc, char** argv) {
             start_file = value();
         } else if (a == "--flow-base") {
             flow_base = static_cast<uint32_t>(std::stoul(value()));
+        } else if (a == "--ring") {
+            ring = static_cast<unsigned>(std::stoul(value()));
+            if (ring < 64 || ring > 32768 || (ring & (ring - 1)) != 0) {
+                die("--ring must be a power of two between 64 and 32768");
+            }
         } else if (a == "--drain-ms") {
             drain_ms = static_cast<unsigned>(std::stoul(value()));
         } else if (a == "--port") {
@@ -215,8 +224,11 @@ int main(int argc, char** argv) {
             die("a flow names port " + std::to_string(f.port) + ", which does not exist");
         }
     }
+    // Each NIC's receive ring is kept full of mbufs and its transmit ring may hold as
+    // many: about 2.3 KiB each.
+    const unsigned mbufs = 2048 + (2 * ring + 512) * static_cast<unsigned>(ports.size());
     if (memory_mb == 0) {
-        memory_mb = 64 + 8 * static_cast<unsigned>(ports.size());
+        memory_mb = 64 + mbufs * 2304 / (1 << 20);
     }
 
     std::vector<std::string> eal{
@@ -228,9 +240,8 @@ int main(int argc, char** argv) {
         const uint8_t* m = ports[i].mac;
         std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
                       m[4], m[5]);
-        // A 1024-entry ring gives ~10 ms of slack at 100,000 frames per second.
         eal.push_back("--vdev=net_virtio_user" + std::to_string(i) + ",path=" + ports[i].socket +
-                      ",server=1,queues=1,queue_size=1024,mac=" + mac);
+                      ",server=1,queues=1,queue_size=" + std::to_string(ring) + ",mac=" + mac);
     }
     std::vector<char*> eal_argv;
     for (auto& s : eal) {
@@ -242,7 +253,6 @@ int main(int argc, char** argv) {
     if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
         die("EAL initialisation failed");
     }
-    const unsigned mbufs = 2048 + 2560 * static_cast<unsigned>(ports.size());
     rte_mempool* pool = rte_pktmbuf_pool_create("pacer", mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                                 static_cast<int>(rte_socket_id()));
     if (pool == nullptr) {
@@ -251,8 +261,10 @@ int main(int argc, char** argv) {
     for (uint16_t p = 0; p < ports.size(); ++p) {
         rte_eth_conf conf{};
         if (rte_eth_dev_configure(p, 1, 1, &conf) != 0 ||
-            rte_eth_rx_queue_setup(p, 0, 1024, rte_eth_dev_socket_id(p), nullptr, pool) != 0 ||
-            rte_eth_tx_queue_setup(p, 0, 1024, rte_eth_dev_socket_id(p), nullptr) != 0 ||
+            rte_eth_rx_queue_setup(p, 0, static_cast<uint16_t>(ring), rte_eth_dev_socket_id(p),
+                                   nullptr, pool) != 0 ||
+            rte_eth_tx_queue_setup(p, 0, static_cast<uint16_t>(ring), rte_eth_dev_socket_id(p),
+                                   nullptr) != 0 ||
             rte_eth_dev_start(p) != 0) {
             die("cannot start port " + std::to_string(p));
         }
