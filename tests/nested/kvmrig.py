@@ -48,6 +48,12 @@ OUTER_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "kvm_amd")
 NAMESPACES = ["unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork",
               "--kill-child", "--mount-proc", "--propagation", "private"]
 KILL_GRACE = 10  # seconds between timeout's TERM and its KILL
+# Shadow paging in the outer guest's KVM. With nested paging (npt=1), QEMU 7.2's TCG
+# emulation of it corrupted memory when two inner VMs ran at once: in about one round
+# of five, the outer kernel panicked ("corrupted stack end detected inside scheduler"),
+# an inner QEMU died or an inner kernel spun with interrupts off. With npt=0, 20 of 20
+# inner boots in pairs completed (docs/testing.md). Inner guests boot about half as fast.
+KVM_AMD_OPTIONS = "npt=0"
 
 
 class RigError(Exception):
@@ -193,10 +199,19 @@ class NestedKvm(KvmHost):
     name = "nested"
 
     def __init__(self, workdir, memory="6G", cpus=2, hugepages=512, boot_timeout=300,
-                 outer_modules=OUTER_MODULES):
+                 outer_modules=OUTER_MODULES, tcg_thread="multi", kernel_args="",
+                 kvm_amd_options=KVM_AMD_OPTIONS):
         """MEMORY: QEMU -m; CPUS: vCPUs (at most this machine's cores); HUGEPAGES: 2 MiB
-        pages reserved at boot; OUTER_MODULES: what the outer initramfs loads."""
+        pages reserved at boot; OUTER_MODULES: what the outer initramfs loads;
+        TCG_THREAD: "multi" (a host thread per vCPU) or "single"; KERNEL_ARGS: added to
+        the outer kernel's command line; KVM_AMD_OPTIONS: kvm_amd's module options,
+        space-separated (e.g. "npt=0")."""
         super().__init__(workdir)
+        self.tcg_thread = tcg_thread
+        self.kernel_args = kernel_args
+        if "," in kvm_amd_options:  # commas separate them on the kernel command line
+            raise ValueError(f"kvm_amd_options: space-separated name=value, not {kvm_amd_options!r}")
+        self.kvm_amd_options = kvm_amd_options.split()
         self.outer_modules = tuple(outer_modules)
         self.memory = memory
         self.cpus = max(1, min(cpus, os.cpu_count() or 1))  # never more than the host has
@@ -244,9 +259,11 @@ class NestedKvm(KvmHost):
             leftover.unlink()
         self.console_log = self.workdir / f"console-{self._boot_count}.log"
         cmdline = (f"console=ttyS0 panic=-1 hugepages={self.hugepages} "
-                   f"rig.work={self.workdir} rig.top={TOP}")
+                   f"rig.work={self.workdir} rig.top={TOP} {self.kernel_args}").strip()
+        if self.kvm_amd_options:
+            cmdline += " rig.kvm_amd=" + ",".join(self.kvm_amd_options)
         args = [
-            "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+            "qemu-system-x86_64", "-machine", "q35", "-accel", f"tcg,thread={self.tcg_thread}", "-cpu", "max",
             "-smp", str(self.cpus), "-m", str(self.memory),
             "-nodefaults", "-display", "none", "-no-reboot",
             "-chardev", f"file,id=console,path={self.console_log}", "-serial", "chardev:console",
@@ -344,8 +361,9 @@ class NestedKvm(KvmHost):
         f = self.guest_facts
         if not f:
             return f"nested: not booted ({self._boot_error or 'no run yet'})"
-        return (f"nested: QEMU TCG -cpu max -smp {self.cpus} -m {self.memory}, kernel "
-                f"{f.get('kernel')}, {f.get('hugepages')} hugepages; {f.get('kvm')}")
+        return (f"nested: QEMU TCG ({self.tcg_thread}-threaded) -cpu max -smp {self.cpus} "
+                f"-m {self.memory}, kernel {f.get('kernel')}, {f.get('hugepages')} hugepages, "
+                f"kvm_amd npt={f.get('npt')}; {f.get('kvm')}")
 
 
 def direct_kvm_problem(workdir=None):

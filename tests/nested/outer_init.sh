@@ -62,6 +62,13 @@ mounts() {
 }
 
 why=$(mounts 2>&1) || die "mounts: $why"
+# kvm_amd options (rig.kvm_amd=npt=0,...) need a reload: /init loaded it without any.
+# (Without kvm_amd at all, the /dev/kvm check below says so.)
+options=$(arg rig.kvm_amd | tr , ' ')
+if [ -n "$options" ] && grep -q '^kvm_amd ' /proc/modules; then
+    rmmod kvm_amd && insmod /lib/modules/kvm-amd.ko $options || die "cannot load kvm_amd $options"
+    log "kvm_amd loaded with $options"
+fi
 # The kernel asks for modules (veth, bridge, tun, ...) through its modprobe helper, run
 # in this initramfs: send it to the host's modprobe, whose /lib/modules matches us.
 printf '#!/bin/busybox sh\nexec /bin/busybox chroot /host /sbin/modprobe "$@"\n' >/sbin/rig-modprobe
@@ -81,6 +88,7 @@ hugepages=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo)
     echo "cpus=$(nproc)"
     echo "mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
     echo "hugepages=$hugepages"
+    echo "npt=$(cat /sys/module/kvm_amd/parameters/npt)"
     echo "kvm=$probe"
 } >"$W/state/ready.tmp" && mv "$W/state/ready.tmp" "$W/state/ready"
 log "ready: $(uname -r), $(nproc) cpus, $hugepages hugepages"

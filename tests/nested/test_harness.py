@@ -1,7 +1,9 @@
 """The nested-KVM harness proves itself: on every KVM host (see conftest.py) a vCPU runs
 our own code, QEMU boots the stock kernel on KVM, DPDK forwards on hugepages, and runs
-get their files, environment, exit status and a clean world, and end at their timeout.
+get their files, environment, exit status and a clean world, and end at their timeout;
+conduitd switches two KVM guests that ping each other, as later tests will do it.
 Inputs are random per run, so nothing here can pass on a stale or canned answer."""
+import json
 import re
 import secrets
 import subprocess
@@ -197,3 +199,75 @@ def test_an_outer_guest_without_kvm_fails_with_the_reason(tmp_path):
         assert not (tmp_path / "nokvm" / "runs" / "0001" / "stdout").exists()
     finally:
         rig.close()
+
+
+GUEST_PING_INIT = r"""
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+ip link set lo up
+ip link set eth0 up
+ip addr add "$(arg ip)/24" dev eth0
+for try in $(seq 90); do ping -c 1 -W 1 "$(arg peer)" >/dev/null 2>&1 && break; done
+if ping -c 3 -i 0.2 -W 2 "$(arg peer)" >/dev/null 2>&1; then
+    echo "PING-OK $(arg ip) -> $(arg peer)"
+else
+    echo "PING-FAIL $(arg ip) -> $(arg peer)"
+fi
+poweroff -f
+"""
+
+
+def test_conduitd_switches_two_kvm_guests(kvm_host, tmp_path):
+    """What later tests do in the rig: conduitd and several VMs in one run. Here the VMs
+    are QEMU on KVM with vhost-user NICs (MSI-X works on KVM, unlike TCG)."""
+    conduitd = kvmrig.TOP / "build" / "release" / "control" / "conduitd"
+    assert conduitd.exists(), f"{conduitd} is not built: run tools/setup.sh"
+    kernel, version = kvmrig.stock_kernel()
+    guest = kvmrig.build_initramfs(tmp_path / "ping-guest.cpio.gz", version,
+                                   ["virtio_pci", "virtio_net"], init_text=GUEST_PING_INIT)
+    prefix = f"cd{secrets.token_hex(3)}"
+    config = f"""
+conduitd: {{file_prefix: {prefix}, main_cpu: 0, workers: [1], hugepages: true, memory_mb: 192, mbufs: 8191}}
+bridges:
+  - name: br0
+    ports:
+      - {{name: vm1, type: vhost-user, socket: /run/vm1.sock}}
+      - {{name: vm2, type: vhost-user, socket: /run/vm2.sock}}
+"""
+    r = kvm_host.run(f"""
+set -eu
+vm() {{  # NAME IP PEER MAC: QEMU listens on /run/NAME.sock, conduitd connects
+    qemu-system-x86_64 -enable-kvm -cpu host -smp 1 -m 256 -nographic -no-reboot \\
+        -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \\
+        -chardev socket,id=c0,path=/run/$1.sock,server=on,wait=off \\
+        -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=$4 \\
+        -kernel "$KERNEL" -initrd ping-guest.cpio.gz \\
+        -append "console=ttyS0 quiet panic=-1 ip=$2 peer=$3" >$1.console 2>&1 &
+}}
+vm vm1 10.0.0.1 10.0.0.2 52:54:00:00:00:01
+vm1=$!
+vm vm2 10.0.0.2 10.0.0.1 52:54:00:00:00:02
+vm2=$!
+while [ ! -S /run/vm1.sock ] || [ ! -S /run/vm2.sock ]; do sleep 0.2; done
+{conduitd} --config conduitd.yaml >conduitd.log 2>&1 &
+cd=$!
+wait $vm1 && echo "vm1-exit=0"
+wait $vm2 && echo "vm2-exit=0"
+python3 - <<'EOF'
+import json, sys
+sys.path.insert(0, "{kvmrig.TOP / 'tools'}")
+from conduit_telemetry import Telemetry
+with Telemetry("{prefix}") as t:
+    print("PORTS " + json.dumps(t.query("/conduit/ports")))
+EOF
+kill -TERM $cd
+wait $cd && echo "conduitd-exit=0"
+grep -ah PING vm1.console vm2.console
+""", timeout=900, files={"ping-guest.cpio.gz": guest, "conduitd.yaml": config},
+        env={"KERNEL": kernel})
+    r.assert_ok()
+    for line in ("vm1-exit=0", "vm2-exit=0", "conduitd-exit=0",
+                 "PING-OK 10.0.0.1 -> 10.0.0.2", "PING-OK 10.0.0.2 -> 10.0.0.1"):
+        assert line in r.stdout, f"no '{line}':\n{r.describe()}"
+    ports = json.loads(re.search(r"^PORTS (.*)$", r.stdout, re.M).group(1))
+    for name in ("vm1", "vm2"):
+        assert ports[name]["rx_packets"] > 0 and ports[name]["tx_packets"] > 0, ports
