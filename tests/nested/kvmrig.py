@@ -49,10 +49,10 @@ NAMESPACES = ["unshare", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork"
               "--kill-child", "--mount-proc", "--propagation", "private"]
 KILL_GRACE = 10  # seconds between timeout's TERM and its KILL
 # Shadow paging in the outer guest's KVM. With nested paging (npt=1), QEMU 7.2's TCG
-# emulation of it corrupted memory when two inner VMs ran at once: in about one round
-# of five, the outer kernel panicked ("corrupted stack end detected inside scheduler"),
-# an inner QEMU died or an inner kernel spun with interrupts off. With npt=0, 20 of 20
-# inner boots in pairs completed (docs/testing.md). Inner guests boot about half as fast.
+# emulation of it broke when two inner VMs ran at once: in 3 of 10 rounds the outer
+# kernel panicked ("corrupted stack end detected inside scheduler"), an inner QEMU
+# exited early or an inner guest never booted. With npt=0, 20 of 20 inner boots in
+# pairs completed (docs/testing.md). Inner guests boot about half as fast.
 KVM_AMD_OPTIONS = "npt=0"
 
 
