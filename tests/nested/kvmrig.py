@@ -20,11 +20,13 @@ started survives it. So runs do not see each other even inside one outer guest.
     r.assert_ok()                         # or look at r.returncode, r.stdout, ...
     host.close()
 """
+import ctypes
 import dataclasses
 import os
 import pathlib
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +56,13 @@ KILL_GRACE = 10  # seconds between timeout's TERM and its KILL
 # exited early or an inner guest never booted. With npt=0, 20 of 20 inner boots in
 # pairs completed (docs/testing.md). Inner guests boot about half as fast.
 KVM_AMD_OPTIONS = "npt=0"
+
+
+def _die_with_parent():
+    """Runs in the child before exec: a killed test run must not leave a TCG guest
+    burning this shared machine's cores."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class RigError(Exception):
@@ -277,7 +286,7 @@ class NestedKvm(KvmHost):
         qemu_log = open(self.workdir / f"qemu-{self._boot_count}.log", "wb")
         start = time.monotonic()
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=qemu_log,
-                                      stderr=subprocess.STDOUT)
+                                      stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         qemu_log.close()
         deadline = start + self.boot_timeout
         while True:
