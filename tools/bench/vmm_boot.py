@@ -114,10 +114,14 @@ def boot_once(which, kernel, initrd, cpus, memory_mib, log_path):
                 result["error"] = f"{which} exited ({proc.wait()}) before '{MARKER}'"
                 break
             console += chunk
-            for line in console.decode(errors="replace").splitlines():
+            # The serial port delivers a byte at a time: the line's time is when its
+            # marker has arrived, its uptime is read once the whole line is there.
+            text = console.decode(errors="replace")
+            if "boot_s" not in result and MARKER in text:
+                result["boot_s"] = now - start
+            for line in text.split("\n")[:-1]:  # complete lines only
                 if line.startswith(MARKER):
                     first_line = line
-                    result["boot_s"] = now - start
                     result["guest_uptime_s"] = float(line.split("uptime=")[1].split()[0])
                     break
         if first_line is not None:
