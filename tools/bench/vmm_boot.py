@@ -52,9 +52,10 @@ import time
 TOP = pathlib.Path(__file__).resolve().parents[2]
 VMM = TOP / "build" / "release" / "vmm" / "conduit-vmm"
 MARKER = "BOOTBENCH-UP"
-# The guest's init: its first line carries the guest kernel's uptime, then it idles
+# The guest's init: its first line carries the guest kernel's uptime (and its taint
+# flags: a warning during boot shows there), then it idles
 # (busybox sleep: the vCPU halts) until the VMM is stopped.
-GUEST_INIT = f"""echo "{MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)"
+GUEST_INIT = f"""echo "{MARKER} uptime=$(cut -d' ' -f1 /proc/uptime) tainted=$(cat /proc/sys/kernel/tainted)"
 exec sleep 100000
 """
 CMDLINE = "console=ttyS0 quiet panic=-1"
@@ -122,7 +123,9 @@ def boot_once(which, kernel, initrd, cpus, memory_mib, log_path):
             for line in text.split("\n")[:-1]:  # complete lines only
                 if line.startswith(MARKER):
                     first_line = line
-                    result["guest_uptime_s"] = float(line.split("uptime=")[1].split()[0])
+                    fields = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+                    result["guest_uptime_s"] = float(fields["uptime"])
+                    result["tainted"] = fields.get("tainted", "?")
                     break
         if first_line is not None:
             time.sleep(IDLE_BEFORE_SAMPLING)
