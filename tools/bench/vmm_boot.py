@@ -54,8 +54,14 @@ VMM = TOP / "build" / "release" / "vmm" / "conduit-vmm"
 MARKER = "BOOTBENCH-UP"
 # The guest's init: its first line carries the guest kernel's uptime (and its taint
 # flags: a warning during boot shows there), then it idles
-# (busybox sleep: the vCPU halts) until the VMM is stopped.
+# (busybox sleep: the vCPU halts) until the VMM is stopped. After the memory samples,
+# a tainted guest names its kernel warnings (which `quiet` kept off the console), and
+# every guest ends with DONE_MARKER.
+DONE_MARKER = "BOOTBENCH-DONE"
 GUEST_INIT = f"""echo "{MARKER} uptime=$(cut -d' ' -f1 /proc/uptime) tainted=$(cat /proc/sys/kernel/tainted)"
+sleep 6
+[ "$(cat /proc/sys/kernel/tainted)" = 0 ] || dmesg | grep -m3 'WARNING:'
+echo {DONE_MARKER}
 exec sleep 100000
 """
 CMDLINE = "console=ttyS0 quiet panic=-1"
@@ -138,6 +144,19 @@ def boot_once(which, kernel, initrd, cpus, memory_mib, log_path):
             result["overhead_kib"] = worst["RssAnon"] + worst["RssFile"]
             if proc.poll() is not None:
                 result["error"] = f"{which} exited ({proc.returncode}) while sampled"
+            else:
+                # Not timed: what the guest says after the samples (see GUEST_INIT).
+                deadline = time.monotonic() + 60
+                while DONE_MARKER.encode() not in console and time.monotonic() < deadline:
+                    if select.select([proc.stdout], [], [], 1)[0]:
+                        chunk = os.read(proc.stdout.fileno(), 65536)
+                        if not chunk:
+                            break
+                        console += chunk
+                warnings = [l.strip() for l in console.decode(errors="replace").splitlines()
+                            if "WARNING:" in l]
+                if warnings:
+                    result["guest_warnings"] = warnings
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
