@@ -55,6 +55,11 @@ BootInputs prepare_boot(const VmConfig& config) {
     return in;
 }
 
+void BootInputs::release_images() {
+    std::vector<uint8_t>().swap(kernel.bytes);
+    std::vector<uint8_t>().swap(initrd);
+}
+
 Machine::Machine(const VmConfig& config) : config_(config), boot_(prepare_boot(config_)) {
     // Host resources in the order a user can fix them: guest memory (hugepages) and the
     // console before KVM, so each problem is reported even on a machine without KVM.
@@ -90,8 +95,7 @@ Machine::Machine(const VmConfig& config) : config_(config), boot_(prepare_boot(c
                    std::span(reinterpret_cast<const uint8_t*>(gdt.data()), sizeof gdt));
     memory_->write_obj<uint64_t>(x86::kIdtAddr, 0);
     // The kernel image and initrd now live in guest memory; the copies are not needed.
-    boot_.kernel.bytes = {};
-    boot_.initrd = {};
+    boot_.release_images();
 
     const size_t run_size = kvm_->vcpu_mmap_size();
     dispatcher_ =
