@@ -6,10 +6,11 @@ then does what the command line says: power off (the default), panic or reboot. 
 line can only come from a guest booted with this run's command line, and each test
 asserts what the guest saw and how conduit-vmm ended.
 
-Nested boots are slow (about 20-30 s each with `quiet`: every console byte of the inner
-guest costs ~10 ms), so a test boots its VMs one after the other in one run, each under
-its own time limit, and checks every VM before failing: one broken VM does not hide the
-others' results.
+Nested boots are slow (about 16-25 s each with `quiet`: every console byte of the inner
+guest costs ~10 ms), so the module boots all seven VMs one after the other in ONE run
+(the `scenario` fixture, about 155 s), each under its own time limit, and the tests check
+their parts of it. A test checks every VM it owns before failing: one broken VM does not
+hide the others' results.
 """
 import dataclasses
 import re
