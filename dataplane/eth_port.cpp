@@ -163,17 +163,17 @@ void EthPort::plan_offloads(const rte_eth_dev_info& info, rte_eth_conf& conf) {
             offloads |= sw::TxCaps::kUdpCsum;
         }
         // A GSO frame spans many mbufs and leaves its TCP checksum to the device. Over
-        // IPv4 the device rebuilds each segment's header checksum (TX_IP_CKSUM).
+        // IPv4 the device rebuilds each segment's header checksum (TX_IP_CKSUM). DPDK
+        // 22.11's tap PMD claims TSO but cannot do it: it refuses a frame whose MSS plus
+        // headers exceeds the MTU (every full-sized segment) and sends IPv6 ones unsegmented.
         const bool tso = (capa & RTE_ETH_TX_OFFLOAD_TCP_TSO) && multi_seg &&
-                         (capa & RTE_ETH_TX_OFFLOAD_TCP_CKSUM);
+                         (capa & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) &&
+                         std::string(info.driver_name) != "net_tap";
         if (tso && (capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)) {
             tx |= RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
             offloads |= sw::TxCaps::kTso4;
         }
-        // DPDK 22.11's tap PMD segments with rte_gso, which knows IPv4 only, and sends an
-        // IPv6 GSO frame unsegmented.
-        const bool ipv4_only = std::string(info.driver_name) == "net_tap";
-        if (tso && !ipv4_only) {
+        if (tso) {
             tx |= RTE_ETH_TX_OFFLOAD_TCP_TSO;
             offloads |= sw::TxCaps::kTso6;
         }

@@ -101,6 +101,10 @@ void Worker::transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) {
         return;
     }
     PortSender sender(*p, id_, counters);
+    if (!p->is_up()) [[unlikely]] {
+        sender.send(pkts, count);  // nothing to fit: the port counts them as not sent
+        return;
+    }
     fitter_.send(p->tx_caps(), pkts, count, counters, sender);
 }
 

@@ -175,7 +175,8 @@ GuestOffload take_guest_offload(rte_mbuf* m) {
 TxFit fit_frame(const rte_mbuf& m, const TxCaps& caps) {
     const uint64_t flags = m.ol_flags;
     if (flags & RTE_MBUF_F_TX_TCP_SEG) {
-        const uint32_t segment = static_cast<uint32_t>(m.l2_len + m.l3_len + m.l4_len + m.tso_segsz);
+        const uint32_t segment =
+            static_cast<uint32_t>(m.l2_len + m.l3_len + m.l4_len + m.tso_segsz);
         if (segment > caps.max_frame) {
             return TxFit::kTooBig;
         }
@@ -196,15 +197,21 @@ TxFit fit_frame(const rte_mbuf& m, const TxCaps& caps) {
 
 void complete_checksum(rte_mbuf* m) {
     const bool tcp = (m->ol_flags & RTE_MBUF_F_TX_L4_MASK) == RTE_MBUF_F_TX_TCP_CKSUM;
-    const auto l4_off = static_cast<uint32_t>(m->l2_len + m->l3_len);
-    const uint32_t l4_len = rte_pktmbuf_pkt_len(m) - l4_off;
+    const bool ipv4 = is_ipv4(m->ol_flags);
+    const auto l3_len = static_cast<uint32_t>(m->l3_len);
+    const auto l4_off = static_cast<uint32_t>(m->l2_len) + l3_len;
+    const auto* l3 = rte_pktmbuf_mtod_offset(m, const uint8_t*, m->l2_len);
+    // The L4 length the IP header states (a frame may carry padding after it).
+    const uint32_t stated =
+        ipv4 ? rte_be_to_cpu_16(reinterpret_cast<const rte_ipv4_hdr*>(l3)->total_length) - l3_len
+             : rte_be_to_cpu_16(reinterpret_cast<const rte_ipv6_hdr*>(l3)->payload_len) +
+                   kIpv6HeaderLen - l3_len;
+    const uint32_t l4_len = std::min(stated, rte_pktmbuf_pkt_len(m) - l4_off);
     auto* field = rte_pktmbuf_mtod_offset(m, uint16_t*,
                                           l4_off + (tcp ? kTcpChecksumOffset : kUdpChecksumOffset));
     *field = 0;
-    const auto* l3 = rte_pktmbuf_mtod_offset(m, const uint8_t*, m->l2_len);
-    const uint32_t sum =
-        pseudo_header_sum(l3, is_ipv4(m->ol_flags), tcp ? IPPROTO_TCP : IPPROTO_UDP, l4_len) +
-        chain_sum(m, l4_off, l4_len);
+    const uint32_t sum = pseudo_header_sum(l3, ipv4, tcp ? IPPROTO_TCP : IPPROTO_UDP, l4_len) +
+                         chain_sum(m, l4_off, l4_len);
     uint16_t checksum = static_cast<uint16_t>(~fold(sum));
     if (!tcp && checksum == 0) {
         checksum = 0xffff;  // 0 means "no checksum" in UDP (and is forbidden over IPv6)

@@ -460,6 +460,20 @@ TEST_F(Offload, SoftwareChecksumsMatchTheReference) {
     }
 }
 
+TEST_F(Offload, PaddingAfterThePacketIsNotSummed) {
+    for (const bool ipv6 : {false, true}) {
+        Frame good = build({.ipv6 = ipv6, .proto = kUdp, .payload = 4});
+        good.bytes.resize(good.bytes.size() + 10, 0xee);  // Ethernet padding
+        Frame f = good;
+        make_partial(f);
+        rte_mbuf* m = from_guest(f);
+        ASSERT_EQ(take_guest_offload(m), GuestOffload::kChecksum);
+        complete_checksum(m);
+        EXPECT_EQ(bytes_of(m), good.bytes);
+        rte_pktmbuf_free(m);
+    }
+}
+
 TEST_F(Offload, SoftwareChecksumsAcrossOddSegmentBoundaries) {
     // A jumbo frame in a chain whose segments end at odd offsets.
     const Frame good = build({.payload = 8000});
