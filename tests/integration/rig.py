@@ -84,9 +84,11 @@ class Conduitd:
     """One conduitd process on a config built by the test."""
 
     def __init__(self, workdir, bridges, prefix="itest-cd", workers=(1,), mbufs=8191,
-                 extra=None, control=None):
+                 extra=None, control=None, netns=None):
         self.workdir = pathlib.Path(workdir)
         self.prefix = prefix
+        # Run inside this network namespace (its uplink devices live there).
+        self.netns = netns
         daemon = {"file_prefix": prefix, "main_cpu": 0, "workers": list(workers),
                   "hugepages": HUGEPAGES, "memory_mb": 192, "mbufs": mbufs}
         daemon.update(extra or {})
@@ -107,7 +109,8 @@ class Conduitd:
     def start(self, wait_up=()):
         remove_dpdk_files(self.prefix)
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(CONDUITD), "--config", str(self.config_path)],
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen(wrap + [str(CONDUITD), "--config", str(self.config_path)],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         wait_for(lambda: self._alive() and self._query_ok(), what="conduitd's telemetry")
@@ -453,8 +456,11 @@ class NetnsHost:
     the switch's uplink (net_af_packet). IPv6 is off on both ends so that only the
     frames a test sends cross the wire."""
 
-    def __init__(self, ns="itest-host", root_if="itest-up0", ns_if="eth0", ip="10.9.0.100/24"):
+    def __init__(self, ns="itest-host", root_if="itest-up0", ns_if="eth0", ip="10.9.0.100/24",
+                 switch_ns=None):
         self.ns, self.root_if, self.ns_if, self.ip = ns, root_if, ns_if, ip
+        # The switch's end in this namespace (made by the caller) instead of the root one.
+        self.switch_ns = switch_ns
 
     def run(self, *args, check=True, **kw):
         return subprocess.run(["ip", "netns", "exec", self.ns, *args], check=check,
@@ -463,11 +469,12 @@ class NetnsHost:
     def start(self):
         self.stop()
         sh = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        at = ["ip", "netns", "exec", self.switch_ns] if self.switch_ns else []
         sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if,
-           "netns", self.ns)
-        sh("sysctl", "-qw", f"net.ipv6.conf.{self.root_if}.disable_ipv6=1")
-        sh("ip", "link", "set", self.root_if, "up")
+        sh("ip", "link", "add", self.root_if, *(["netns", self.switch_ns] if self.switch_ns else []),
+           "type", "veth", "peer", "name", self.ns_if, "netns", self.ns)
+        sh(*at, "sysctl", "-qw", f"net.ipv6.conf.{self.root_if}.disable_ipv6=1")
+        sh(*at, "ip", "link", "set", self.root_if, "up")
         self.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
         self.run("sysctl", "-qw", f"net.ipv6.conf.{self.ns_if}.disable_ipv6=1")
         self.run("ip", "addr", "add", self.ip, "dev", self.ns_if)
