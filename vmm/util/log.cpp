@@ -6,6 +6,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 
 namespace conduit::vmm::log {
@@ -38,8 +39,14 @@ void write(Level level, const char* module, const char* format, ...) {
     if (level > g_level.load(std::memory_order_relaxed)) {
         return;
     }
+    // Wall-clock time of day, as conduitd prints it, so the two logs line up.
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    tm local{};
+    localtime_r(&now.tv_sec, &local);
     char line[1024];
-    int n = std::snprintf(line, sizeof line, "%s %s: %s: ", g_prefix.c_str(),
+    int n = std::snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %s %s: %s: ", local.tm_hour,
+                          local.tm_min, local.tm_sec, now.tv_nsec / 1'000'000, g_prefix.c_str(),
                           kNames[static_cast<int>(level)], module);
     va_list args;
     va_start(args, format);

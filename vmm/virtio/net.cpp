@@ -11,6 +11,7 @@
 #include "vmm/util/log.h"
 #include "vmm/vhost_user/endpoint.h"
 #include "vmm/vhost_user/frontend.h"
+#include "vmm/vhost_user/message.h"
 
 namespace conduit::vmm::virtio {
 
@@ -123,6 +124,8 @@ void VhostUserNet::write_config(uint64_t, std::span<const uint8_t>) {
 }
 
 void VhostUserNet::activate(uint64_t acked_features, const std::vector<QueueSetup>& queues) {
+    VLOG_INFO("net", "%s: driver ready, features %s", card_.name.c_str(),
+              vhost_user::virtio_feature_names(acked_features).c_str());
     {
         std::lock_guard lock(mutex_);
         active_ = true;
