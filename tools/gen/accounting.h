@@ -18,24 +18,19 @@ class LatencyHistogram {
     static constexpr unsigned kMaxExp = 47;
     static constexpr unsigned kBuckets = kSub + (kMaxExp - kSubBits + 1) * kSub;
 
+    // Per frame: one bucket, the sum and the maximum; everything else is derived later.
     void record(uint64_t cycles) {
         ++counts_[bucket(cycles)];
-        ++samples_;
         sum_ += cycles;
-        if (cycles > max_) {
-            max_ = cycles;
-        }
-        if (cycles < min_) {
-            min_ = cycles;
-        }
+        max_ = cycles > max_ ? cycles : max_;
     }
     void merge(const LatencyHistogram& other);
     void reset();
 
-    uint64_t samples() const { return samples_; }
+    uint64_t samples() const;
     uint64_t max() const { return max_; }
-    uint64_t min() const { return samples_ == 0 ? 0 : min_; }
-    double mean() const { return samples_ == 0 ? 0.0 : static_cast<double>(sum_) / samples_; }
+    uint64_t min() const;  // the lowest bucket's lower bound
+    double mean() const;
     // The value at quantile q (0..1): the middle of the bucket holding it, never above max.
     uint64_t quantile(double q) const;
 
@@ -56,41 +51,30 @@ class LatencyHistogram {
 
   private:
     std::array<uint64_t, kBuckets> counts_{};
-    uint64_t samples_ = 0;
     uint64_t sum_ = 0;
     uint64_t max_ = 0;
-    uint64_t min_ = UINT64_MAX;
 };
 
-// Sequence numbers of one stream as they arrive. A window of the last kWindow numbers
-// below the highest seen tells a late frame (reordered) from a repeated one (duplicate);
-// frames older than the window are counted as late without that check.
+// Sequence numbers of one stream as they arrive. A window over the last 4096 numbers
+// below the highest seen marks the ones still missing, so a late frame (reordered) is
+// told from a repeated one (duplicate); frames older than the window are counted as
+// late without that check. Frames in order, the common case, touch no bit: a window
+// word is cleared when the sequence enters it, and only a gap sets bits.
 class SequenceTracker {
   public:
     static constexpr uint64_t kWindow = 4096;
 
     // seq32: the 32-bit number in the stamp; extended against the highest seen.
     void record(uint32_t seq32) {
-        const uint64_t seq = extend(seq32);
-        if (seq >= next_) {
-            advance_to(seq);
+        if (seq32 == static_cast<uint32_t>(next_)) {
+            if ((next_ & 63) == 0) {
+                word(next_) = 0;
+            }
+            ++next_;
             ++unique_;
             return;
         }
-        if (seq + kWindow < next_) {
-            ++late_;  // beyond the window: counted once as received, may hide a duplicate
-            ++unique_;
-            return;
-        }
-        uint64_t& word = window_[(seq / 64) % kWords];
-        const uint64_t bit = uint64_t{1} << (seq % 64);
-        if ((word & bit) != 0) {
-            ++duplicates_;
-            return;
-        }
-        word |= bit;
-        ++reordered_;
-        ++unique_;
+        record_out_of_order(seq32);
     }
     void reset();
 
@@ -102,24 +86,11 @@ class SequenceTracker {
   private:
     static constexpr uint64_t kWords = kWindow / 64;
 
-    uint64_t extend(uint32_t seq32) const {
-        const auto delta = static_cast<int32_t>(seq32 - static_cast<uint32_t>(next_));
-        const int64_t seq = static_cast<int64_t>(next_) + delta;
-        return seq < 0 ? 0 : static_cast<uint64_t>(seq);
-    }
-    // Marks seq as seen and every number between the old highest and seq as not seen.
-    void advance_to(uint64_t seq) {
-        if (seq - next_ >= kWindow) {
-            window_.fill(0);
-        } else {
-            for (uint64_t s = next_; s < seq; ++s) {
-                window_[(s / 64) % kWords] &= ~(uint64_t{1} << (s % 64));
-            }
-        }
-        window_[(seq / 64) % kWords] |= uint64_t{1} << (seq % 64);
-        next_ = seq + 1;
-    }
+    uint64_t& word(uint64_t seq) { return window_[(seq / 64) % kWords]; }
+    void record_out_of_order(uint32_t seq32);
 
+    // Bit set: that number has not arrived. Words of numbers at or above next_ hold
+    // zeros for them.
     std::array<uint64_t, kWords> window_{};
     uint64_t next_ = 0;
     uint64_t unique_ = 0;

@@ -109,10 +109,15 @@ void write_file(const std::string& path, const std::string& text) {
 
 int run(Options o) {
     if (o.mode == Mode::kCeiling) {
-        const std::string sock =
-            "/tmp/" + o.file_prefix + "-ceiling-" + std::to_string(getpid()) + ".sock";
-        o.ports = {"ring0=ring", "ring1=ring", "memif_s=memif:socket=" + sock + ",role=server",
-                   "memif_c=memif:socket=" + sock + ",role=client"};
+        const std::string base = "/tmp/" + o.file_prefix + "-ceiling-" + std::to_string(getpid());
+        // Three links inside this process, no switch: a loopback ring, a memif pair, and
+        // a virtio-user NIC on a vhost-user port (both sides' copies on this core).
+        o.ports = {"ring0=ring",
+                   "ring1=ring",
+                   "memif_s=memif:socket=" + base + "-memif.sock,role=server",
+                   "memif_c=memif:socket=" + base + "-memif.sock",
+                   "vhost=dev:net_vhost4,iface=" + base + "-vhost.sock",
+                   "virtio=virtio:path=" + base + "-vhost.sock,server=0"};
         o.learn = false;
     }
     std::vector<PortSpec> specs;

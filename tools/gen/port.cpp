@@ -212,7 +212,8 @@ PortSet::PortSet(std::vector<PortSpec> specs)
 }
 
 PortSet::~PortSet() {
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
+    // In reverse: a virtio-user port goes before the vhost-user port it is connected to.
+    for (std::size_t i = specs_.size(); i-- > 0;) {
         if (started_[i]) {
             rte_eth_dev_stop(ids_[i]);
             if (specs_[i].kind == PortKind::kMemif) {
@@ -222,7 +223,7 @@ PortSet::~PortSet() {
             }
         }
     }
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
+    for (std::size_t i = specs_.size(); i-- > 0;) {
         if (probed_[i]) {
             rte_eth_dev_close(ids_[i]);
         }
@@ -247,24 +248,11 @@ int PortSet::find(const std::string& name) const {
     return -1;
 }
 
-void PortSet::probe_all(double timeout_s) {
-    // Ports that cannot block first; listening virtio-user ports last, since each waits
-    // inside the probe until its switch connects.
-    std::vector<std::size_t> order;
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (!(specs_[i].kind == PortKind::kVirtio && specs_[i].listens)) {
-            order.push_back(i);
-        }
-    }
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (specs_[i].kind == PortKind::kVirtio && specs_[i].listens) {
-            order.push_back(i);
-        }
-    }
-    for (const PortSpec& s : specs_) {
+void PortSet::probe(const std::vector<std::size_t>& order, double timeout_s) {
+    for (const std::size_t i : order) {
         // A socket left by a killed run would make bind() fail.
-        if (s.listens && is_socket(s.socket)) {
-            unlink(s.socket.c_str());
+        if (specs_[i].listens && is_socket(specs_[i].socket)) {
+            unlink(specs_[i].socket.c_str());
         }
     }
 
@@ -295,6 +283,13 @@ void PortSet::probe_all(double timeout_s) {
                 return;
             }
             probed_[order[k]] = true;
+            if (rte_eth_dev_get_port_by_name(device_name(s.devargs).c_str(), &ids_[order[k]]) !=
+                0) {
+                shared->error = "port " + s.name + ": probed, but DPDK lists no ethdev named " +
+                                device_name(s.devargs);
+                shared->done = true;
+                return;
+            }
         }
         shared->done = true;
     });
@@ -325,12 +320,6 @@ void PortSet::probe_all(double timeout_s) {
     prober.join();
     if (!shared->error.empty()) {
         throw PortError(shared->error);
-    }
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (rte_eth_dev_get_port_by_name(device_name(specs_[i].devargs).c_str(), &ids_[i]) != 0) {
-            throw PortError("port " + specs_[i].name + ": probed, but DPDK lists no ethdev named " +
-                            device_name(specs_[i].devargs));
-        }
     }
 }
 
@@ -419,16 +408,27 @@ void PortSet::wait_link(std::size_t i, double timeout_s) {
 }
 
 void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
-    probe_all(timeout_s);
-    // Listening memif ports first, so that memif clients among our own ports (a looped
-    // pair in one process) find their server started.
+    // Three groups, each probed then started: ports that cannot block (a vhost-user
+    // port of our own creates its socket only when configured); virtio-user ports that
+    // connect (perhaps to such a port); listening virtio-user ports last, since each
+    // waits inside its probe until its switch connects.
+    auto connecting = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && !s.listens; };
+    auto listening = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && s.listens; };
+    std::vector<std::vector<std::size_t>> groups(3);
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (specs_[i].kind == PortKind::kMemif && specs_[i].listens) {
-            start_port(i, pool, timeout_s);
-        }
+        groups[listening(specs_[i]) ? 2 : connecting(specs_[i]) ? 1 : 0].push_back(i);
     }
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (!started_[i]) {
+    for (auto& group : groups) {
+        if (group.empty()) {
+            continue;
+        }
+        probe(group, timeout_s);
+        // Listening memif ports first, so that memif clients among our own ports (a
+        // looped pair in one process) find their server started.
+        std::stable_partition(group.begin(), group.end(), [this](std::size_t i) {
+            return specs_[i].kind == PortKind::kMemif && specs_[i].listens;
+        });
+        for (const std::size_t i : group) {
             start_port(i, pool, timeout_s);
         }
     }

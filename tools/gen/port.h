@@ -70,7 +70,7 @@ class PortSet {
     int find(const std::string& name) const;
 
   private:
-    void probe_all(double timeout_s);
+    void probe(const std::vector<std::size_t>& order, double timeout_s);
     void start_port(std::size_t i, rte_mempool* pool, double timeout_s);
     void wait_link(std::size_t i, double timeout_s);
 

@@ -456,7 +456,9 @@ void Runner::run_learning() {
 
 void Runner::run_ceiling() {
     // Ports 0, 1: loopback rings (no copy at all); 2, 3: a memif pair inside this process
-    // (the copies a wire to a switch costs, both ends paid by this one core).
+    // (the copies a wire to a switch costs, both ends paid by this one core); 4, 5: a
+    // vhost-user port and the virtio-user NIC connected to it (a guest and its switch
+    // port, both paid by this core).
     struct Link {
         const char* name;
         std::vector<PlanPort> ports;
@@ -465,6 +467,7 @@ void Runner::run_ceiling() {
     const std::vector<Link> links{
         {"ring", {{0, ports_.spec(0).name}, {1, ports_.spec(1).name}}, true},
         {"memif", {{2, ports_.spec(2).name}, {3, ports_.spec(3).name}}, false},
+        {"virtio", {{4, ports_.spec(4).name}, {5, ports_.spec(5).name}}, false},
     };
     for (const Link& link : links) {
         plan_ = make_plan(link.ports, "pairs", link.loopback, 0, 1, 1);

@@ -25,7 +25,7 @@ struct Engine::StreamState {
     FrameTemplate tmpl;
     uint64_t next_seq = 0;
     uint32_t src_i = 0, dst_i = 0, flow_i = 0;
-    uint64_t sent = 0, refused = 0, unsent = 0;
+    uint64_t refused = 0, unsent = 0;
     SequenceTracker seq;
     LatencyHistogram latency;
     uint64_t misdelivered = 0;
@@ -44,6 +44,7 @@ struct Engine::PortState {
     std::size_t size_i = 0;
     rte_mbuf* pending[kBurst] = {};
     uint16_t pending_stream[kBurst] = {};
+    uint16_t pending_len[kBurst] = {};
     uint16_t pending_off = 0, pending_count = 0;
     uint64_t pause_from = 0, pause_to = 0;
     bool polled = true;
@@ -173,15 +174,6 @@ bool Engine::take_mbufs(rte_mbuf** pkts, uint16_t count) {
         recycle(pkts, from_stash);
         return false;
     }
-    // Only the first cache line is set: every mbuf here is direct, single-segment, with
-    // one reference and no next segment (the pool's invariant, and what recycle() keeps).
-    for (uint16_t i = 0; i < count; ++i) {
-        rte_mbuf* m = pkts[i];
-        m->data_off = RTE_PKTMBUF_HEADROOM;
-        m->ol_flags = 0;
-        m->packet_type = 0;
-        m->vlan_tci = 0;
-    }
     return true;
 }
 
@@ -212,11 +204,20 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
         if (++port.size_i == port.sizes.size()) {
             port.size_i = 0;
         }
+        rte_mbuf* m = pkts[built];
+        // Only the first cache line is written: every mbuf here is direct and
+        // single-segment with one reference and no next segment (the pool's invariant,
+        // and what receive() checks before it keeps a buffer).
+        m->data_off = RTE_PKTMBUF_HEADROOM;
+        m->port = port.id;
+        m->ol_flags = 0;
+        m->packet_type = 0;
+        m->vlan_tci = 0;
         const Stamp stamp{magic, si, static_cast<uint32_t>(s.next_seq), now};
-        s.tmpl.write(pkts[built], spec.dst_base + s.dst_i, spec.src_base + s.src_i,
+        s.tmpl.write(m, spec.dst_base + s.dst_i, spec.src_base + s.src_i,
                      static_cast<uint16_t>(1024 + s.flow_i), len, stamp);
-        pkts[built]->port = port.id;
         port.pending_stream[built] = si;  // which stream each frame of the burst is
+        port.pending_len[built] = len;
         ++built;
         if (++s.src_i == spec.src_count) {
             s.src_i = 0;
@@ -242,25 +243,31 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
 void Engine::transmit(PortState& port, uint64_t now) {
     if (port.frames_per_tsc == 0) {
         // As fast as the port takes frames: a refused frame waits for the next call.
+        const uint64_t t0 = rte_rdtsc();
+        bool built = false;
         if (port.pending_off == port.pending_count) {
             port.pending_off = 0;
             port.pending_count = build(port, port.pending, kBurst, now);
             if (port.pending_count == 0) {
                 return;
             }
+            built = true;
         }
         const uint16_t want = static_cast<uint16_t>(port.pending_count - port.pending_off);
         const uint16_t sent = rte_eth_tx_burst(port.id, 0, port.pending + port.pending_off, want);
         ++port.c.tx_calls;
         port.c.tx_calls_short += sent < want;
-        for (uint16_t k = 0; k < sent; ++k) {
-            const uint16_t at = static_cast<uint16_t>(port.pending_off + k);
-            ++streams_[port.pending_stream[at]].sent;
-            port.c.tx_bytes += rte_pktmbuf_pkt_len(port.pending[at]);
+        uint64_t bytes = 0;
+        for (uint16_t k = port.pending_off; k < port.pending_off + sent; ++k) {
+            bytes += port.pending_len[k];
         }
         port.c.tx_frames += sent;
-        moved_ = moved_ || sent != 0;
+        port.c.tx_bytes += bytes;
         port.pending_off = static_cast<uint16_t>(port.pending_off + sent);
+        // A retry the port refused again is waiting for the switch, not work.
+        if (built || sent != 0) {
+            work_cycles_ += rte_rdtsc() - t0;
+        }
         return;
     }
     if (port.active.empty()) {
@@ -277,6 +284,7 @@ void Engine::transmit(PortState& port, uint64_t now) {
         port.skipped += due - port.backlog_cap;
         due = port.backlog_cap;
     }
+    const uint64_t t0 = rte_rdtsc();
     rte_mbuf* pkts[kBurst];
     const uint16_t built =
         build(port, pkts, static_cast<uint16_t>(std::min<uint64_t>(due, kBurst)), now);
@@ -284,31 +292,25 @@ void Engine::transmit(PortState& port, uint64_t now) {
         return;
     }
     port.attempted += built;
-    uint64_t bytes = 0;
-    for (uint16_t k = 0; k < built; ++k) {
-        bytes += rte_pktmbuf_pkt_len(pkts[k]);
-    }
     const uint16_t sent = rte_eth_tx_burst(port.id, 0, pkts, built);
     ++port.c.tx_calls;
     port.c.tx_calls_short += sent < built;
-    for (uint16_t k = 0; k < built; ++k) {
-        StreamState& s = streams_[port.pending_stream[k]];
-        if (k < sent) {
-            ++s.sent;
-        } else {
-            ++s.refused;
-            bytes -= rte_pktmbuf_pkt_len(pkts[k]);
-        }
+    uint64_t bytes = 0;
+    for (uint16_t k = 0; k < sent; ++k) {
+        bytes += port.pending_len[k];
     }
     port.c.tx_frames += sent;
     port.c.tx_bytes += bytes;
-    moved_ = true;
     if (sent < built) {
         // The switch did not drain its side of the ring in time: on a wire these frames
         // would be gone too.
+        for (uint16_t k = sent; k < built; ++k) {
+            ++streams_[port.pending_stream[k]].refused;
+        }
         port.c.refused += built - sent;
         recycle(pkts + sent, static_cast<uint16_t>(built - sent));
     }
+    work_cycles_ += rte_rdtsc() - t0;
 }
 
 void Engine::finish_pending(PortState& port) {
@@ -326,6 +328,7 @@ uint16_t Engine::receive(PortState& port, uint64_t now) {
     if (now >= port.pause_from && now < port.pause_to) {
         return 0;
     }
+    const uint64_t t0 = rte_rdtsc();
     rte_mbuf* pkts[kBurst];
     const uint16_t n = rte_eth_rx_burst(port.id, 0, pkts, kBurst);
     if (n == 0) {
@@ -334,6 +337,10 @@ uint16_t Engine::receive(PortState& port, uint64_t now) {
     const uint8_t tag = tag_;
     const auto nstreams = static_cast<uint16_t>(streams_.size());
     uint64_t bytes = 0, good = 0;
+    rte_mbuf* other[kBurst];  // buffers not ours to reuse: freed
+    uint16_t no = 0;
+    // Buffers are kept for the next frames sent while the stash has room for a burst.
+    const bool keep = stash_count_ + kBurst <= kStash;
     for (uint16_t i = 0; i < n; ++i) {
         if (i + 1 < n) {
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
@@ -343,43 +350,33 @@ uint16_t Engine::receive(PortState& port, uint64_t now) {
         Stamp st;
         if (!read_stamp(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), st)) {
             ++port.c.rx_foreign;
-            continue;
-        }
-        if ((st.magic & 0xff) != tag || st.stream >= nstreams) {
+        } else if ((st.magic & 0xff) != tag || st.stream >= nstreams) {
             ++port.c.rx_stale;
-            continue;
+        } else {
+            StreamState& s = streams_[st.stream];
+            if (s.spec.rx_port != port.index) {
+                ++s.misdelivered;
+            } else {
+                s.seq.record(st.seq);
+                s.latency.record(now - st.tsc);
+                ++good;
+            }
         }
-        StreamState& s = streams_[st.stream];
-        if (s.spec.rx_port != port.index) {
-            ++s.misdelivered;
-            continue;
-        }
-        s.seq.record(st.seq);
-        s.latency.record(now - st.tsc);
-        ++good;
-    }
-    port.c.rx_frames += n;
-    port.c.rx_bytes += bytes;
-    moved_ = true;
-    // Frames that fit one of our own buffers are reused for sending; others are freed.
-    rte_mbuf* reusable[kBurst];
-    rte_mbuf* other[kBurst];
-    uint16_t nr = 0, no = 0;
-    for (uint16_t i = 0; i < n; ++i) {
-        rte_mbuf* m = pkts[i];
-        if (m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
+        if (keep && m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
             rte_mbuf_refcnt_read(m) == 1) {
-            reusable[nr++] = m;
+            stash_[stash_count_++] = m;
         } else {
             other[no++] = m;
         }
     }
-    recycle(reusable, nr);
+    port.c.rx_frames += n;
+    port.c.rx_bytes += bytes;
     if (no != 0) {
         rte_pktmbuf_free_bulk(other, no);
     }
     progress_.received.store(progress_.received.load(std::memory_order_relaxed) + good,
                              std::memory_order_relaxed);
+    work_cycles_ += rte_rdtsc() - t0;
     return n;
 }
 
@@ -406,8 +403,7 @@ void Engine::loop() {
     uint64_t drain_start = 0;
     uint64_t last_rx_seen = 0;
     uint64_t last_rx_count = 0;
-    busy_cycles_ = idle_cycles_ = 0;
-    uint64_t previous = start;
+    work_cycles_ = 0;
     auto rx_bytes_now = [this] {
         uint64_t b = 0;
         for (const PortState& p : port_state_) {
@@ -417,10 +413,6 @@ void Engine::loop() {
     };
     for (;;) {
         const uint64_t now = rte_rdtsc();
-        // The previous iteration's cycles: work if it moved frames, idle polling if not.
-        (moved_ ? busy_cycles_ : idle_cycles_) += now - previous;
-        previous = now;
-        moved_ = false;
         for (PortState& p : port_state_) {
             // Receiving comes first and empties a full ring (within reason) before
             // anything is sent: the generator must not be why its own frames are lost.
@@ -468,6 +460,7 @@ void Engine::loop() {
                 last_rx_seen = now;
             }
             if (now - last_rx_seen >= idle || now - drain_start >= drain_max) {
+                loop_cycles_ = now - start;
                 break;
             }
         }
@@ -511,9 +504,11 @@ PhaseResult Engine::collect() const {
         sr.name = s.spec.name;
         sr.tx_port = s.spec.tx_port;
         sr.rx_port = s.spec.rx_port;
-        sr.sent = s.sent;
         sr.refused = s.refused;
-        sr.offered = s.sent + s.refused;
+        // Every number handed out was sent, refused (fixed rate) or never sent (left
+        // waiting when a maximum-rate phase ended).
+        sr.sent = s.next_seq - s.refused - s.unsent;
+        sr.offered = sr.sent + sr.refused;
         sr.received = s.seq.unique();
         sr.lost = sr.offered > sr.received ? sr.offered - sr.received : 0;
         sr.duplicates = s.seq.duplicates();
@@ -553,14 +548,15 @@ PhaseResult Engine::collect() const {
         r.rx_bits_per_s = static_cast<double>(rx_bytes_at_end_ - rx_bytes_at_warm_) * 8 / window;
     }
     r.generator_skipped = skipped_;
-    const double loop_cycles = static_cast<double>(busy_cycles_ + idle_cycles_);
-    r.generator_busy = loop_cycles > 0 ? static_cast<double>(busy_cycles_) / loop_cycles : 0;
+    r.generator_busy = loop_cycles_ > 0
+                           ? static_cast<double>(work_cycles_) / static_cast<double>(loop_cycles_)
+                           : 0;
     uint64_t frames_in = 0;
     for (const PortState& p : port_state_) {
         frames_in += p.c.rx_frames;
     }
     r.cycles_per_frame =
-        frames_in > 0 ? static_cast<double>(busy_cycles_) / static_cast<double>(frames_in) : 0;
+        frames_in > 0 ? static_cast<double>(work_cycles_) / static_cast<double>(frames_in) : 0;
     // Behind by more than 0.1% of the schedule: the result says more about the generator.
     r.generator_limited = phase.rate_pps > 0 &&
                           static_cast<double>(skipped_) > 0.001 * static_cast<double>(r.offered);

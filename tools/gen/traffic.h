@@ -103,8 +103,9 @@ struct PhaseResult {
     double backpressure = 0;
     uint64_t generator_skipped = 0;  // frames a late generator did not send in time
     bool generator_limited = false;
-    // The generator's own load: the share of its loop that moved frames, and the TSC
-    // cycles that work cost per frame received (what testpmd calls cycles/packet).
+    // The generator's own load: the share of its time spent building, sending, receiving
+    // and accounting frames, and the TSC cycles that cost per frame received (what
+    // testpmd's --record-core-cycles calls cycles/packet).
     double generator_busy = 0;
     double cycles_per_frame = 0;
     LatencySummary latency;
@@ -174,8 +175,11 @@ class Engine {
     uint64_t rx_at_end_ = 0;
     uint64_t rx_bytes_at_end_ = 0;
     uint64_t skipped_ = 0;
-    uint64_t busy_cycles_ = 0, idle_cycles_ = 0;
-    bool moved_ = false;  // this loop iteration received or sent something
+    // Cycles spent in receive calls that returned frames and send calls that built or
+    // sent frames (empty polls and refused retries left out, as testpmd's
+    // --record-core-cycles leaves out empty polls), and the whole phase's cycles.
+    uint64_t work_cycles_ = 0;
+    uint64_t loop_cycles_ = 0;
     // Received mbufs kept for the next frames sent: the frame just read is in the
     // cache, and the pool is not touched at all (most-recent first).
     static constexpr uint32_t kStash = 1024;
