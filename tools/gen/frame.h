@@ -96,6 +96,29 @@ class FrameTemplate {
                const Stamp& stamp) const {
         auto* data = rte_pktmbuf_mtod(m, uint8_t*);
         std::memcpy(data, bytes_, sizeof bytes_);  // fixed size: a few vector stores
+        patch(data, dst, src, udp_src, len);
+        std::memcpy(data + header_len_, &stamp, sizeof stamp);
+        m->data_len = len;
+        m->pkt_len = len;
+    }
+
+    // A stream whose frames differ only in their stamp (one source and destination
+    // host, one flow, one size) keeps its whole header here, complete.
+    void complete(Mac dst, Mac src, uint16_t udp_src, uint16_t len) {
+        patch(bytes_, dst, src, udp_src, len);
+        complete_len_ = len;
+    }
+    uint16_t complete_len() const { return complete_len_; }
+    void write_complete(rte_mbuf* m, const Stamp& stamp) const {
+        auto* data = rte_pktmbuf_mtod(m, uint8_t*);
+        std::memcpy(data, bytes_, sizeof bytes_);
+        std::memcpy(data + header_len_, &stamp, sizeof stamp);
+        m->data_len = complete_len_;
+        m->pkt_len = complete_len_;
+    }
+
+  private:
+    void patch(uint8_t* data, Mac dst, Mac src, uint16_t udp_src, uint16_t len) const {
         const uint64_t dst_be = rte_cpu_to_be_64(dst << 16);
         const uint64_t src_be = rte_cpu_to_be_64(src << 16);
         std::memcpy(data, &dst_be, 6);
@@ -113,13 +136,10 @@ class FrameTemplate {
         const uint16_t udp_len_be = rte_cpu_to_be_16(static_cast<uint16_t>(ip_len - kIpLen));
         std::memcpy(ip + kIpLen, &udp_src_be, 2);
         std::memcpy(ip + kIpLen + 4, &udp_len_be, 2);
-        std::memcpy(data + header_len_, &stamp, sizeof stamp);
-        m->data_len = len;
-        m->pkt_len = len;
     }
 
-  private:
     uint8_t bytes_[kEthLen + kVlanLen + kIpLen + kUdpLen] = {};
+    uint16_t complete_len_ = 0;  // 0: not complete
     uint16_t header_len_ = 0;
     uint16_t ip_off_ = 0;
     uint32_t ip_partial_sum_ = 0;  // all header words but total length and checksum

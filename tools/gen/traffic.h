@@ -165,6 +165,7 @@ class Engine {
     // The running phase; set up by run() before the lcore starts.
     const PhaseSpec* phase_ = nullptr;
     std::vector<StreamState> streams_;
+    std::vector<LatencyHistogram> latency_;
     std::vector<PortState> port_state_;
     Progress progress_;
     uint64_t start_tsc_ = 0;
