@@ -5,13 +5,15 @@
 #include <rte_mempool.h>
 #include <rte_telemetry.h>
 
+#include <rte_cycles.h>
+
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "dataplane/dataplane.h"
-#include "dataplane/eth_port.h"
 #include "dataplane/log.h"
 
 namespace conduit::control {
@@ -19,37 +21,26 @@ namespace conduit::control {
 namespace {
 
 // Telemetry callbacks take no user pointer: they reach the dataplane through this one,
-// under a mutex so that shutdown can withdraw it while a query is in flight.
+// under a mutex so that shutdown can withdraw it while a query is in flight. Each query
+// then holds the dataplane's control lock while it reads ports and bridges, which the
+// control server may change at any time.
 std::mutex g_mutex;
 dp::Dataplane* g_dp = nullptr;
 
 // Mbufs taken out of the pool by /conduit/debug/mempool_hold (fault injection).
 std::vector<rte_mbuf*> g_held;
 
-void add_port(rte_tel_data* d, const dp::Dataplane& dp, const dp::Port& port) {
+void add_port(rte_tel_data* d, const dp::Dataplane& dp, const dp::PortEntry& entry) {
+    const dp::Port& port = *entry.port;
     rte_tel_data_start_dict(d);
     rte_tel_data_add_dict_string(d, "type", port.type());
     rte_tel_data_add_dict_string(d, "endpoint", port.endpoint().c_str());
-    rte_tel_data_add_dict_string(d, "bridge", dp.bridge_of(port.index()).name.c_str());
+    rte_tel_data_add_dict_string(d, "bridge", dp.bridge(entry.bridge).name.c_str());
     rte_tel_data_add_dict_string(d, "state", port.is_up() ? "up" : "down");
-    auto counters = dp.port_counters(port.index());
-    uint64_t missed = 0;
-    if (const auto* eth = dynamic_cast<const dp::EthPort*>(&port)) {
-        // The PMD counts its own allocation failures and frames the NIC had no room for.
-        rte_eth_stats stats{};
-        if (port.is_up() && rte_eth_stats_get(eth->port_id(), &stats) == 0) {
-            for (auto& [name, value] : counters) {
-                if (std::string(name) == "drop_rx_nombuf") {
-                    value += stats.rx_nombuf;
-                }
-            }
-            missed = stats.imissed;
-        }
-    }
-    for (const auto& [name, value] : counters) {
+    rte_tel_data_add_dict_string(d, "admin", entry.config.admin_up ? "up" : "down");
+    for (const auto& [name, value] : dp.port_counters(port.index())) {
         rte_tel_data_add_dict_u64(d, name, value);
     }
-    rte_tel_data_add_dict_u64(d, "drop_rx_missed", missed);
 }
 
 int cmd_ports(const char*, const char*, rte_tel_data* d) {
@@ -57,11 +48,12 @@ int cmd_ports(const char*, const char*, rte_tel_data* d) {
     if (g_dp == nullptr) {
         return -1;
     }
+    const auto dp_lock = g_dp->lock();
     rte_tel_data_start_dict(d);
-    for (const auto& port : g_dp->ports()) {
+    for (const auto* entry : g_dp->ports()) {
         rte_tel_data* child = rte_tel_data_alloc();
-        add_port(child, *g_dp, *port);
-        rte_tel_data_add_dict_container(d, port->name().c_str(), child, 0);
+        add_port(child, *g_dp, *entry);
+        rte_tel_data_add_dict_container(d, entry->port->name().c_str(), child, 0);
     }
     return 0;
 }
@@ -71,11 +63,12 @@ int cmd_port(const char*, const char* params, rte_tel_data* d) {
     if (g_dp == nullptr || params == nullptr) {
         return -1;
     }
-    const dp::Port* port = g_dp->find_port(params);
-    if (port == nullptr) {
+    const auto dp_lock = g_dp->lock();
+    const dp::PortEntry* entry = g_dp->find_port(params);
+    if (entry == nullptr) {
         return -1;
     }
-    add_port(d, *g_dp, *port);
+    add_port(d, *g_dp, *entry);
     return 0;
 }
 
@@ -102,22 +95,25 @@ int cmd_bridges(const char*, const char*, rte_tel_data* d) {
     if (g_dp == nullptr) {
         return -1;
     }
+    const auto dp_lock = g_dp->lock();
     rte_tel_data_start_dict(d);
-    for (const auto& b : g_dp->bridges()) {
+    for (const dp::Bridge* b : g_dp->bridges()) {
         rte_tel_data* child = rte_tel_data_alloc();
         rte_tel_data_start_dict(child);
         std::string ports;
-        for (const auto index : b.ports) {
-            ports += (ports.empty() ? "" : ",") + g_dp->ports()[index]->name();
+        for (const auto* entry : g_dp->ports()) {
+            if (entry->bridge == b->id) {
+                ports += (ports.empty() ? "" : ",") + entry->port->name();
+            }
         }
         rte_tel_data_add_dict_string(child, "ports", ports.c_str());
-        rte_tel_data_add_dict_u64(child, "mac_entries", b.fdb->size());
-        rte_tel_data_add_dict_u64(child, "mac_table_size", b.fdb->capacity());
-        rte_tel_data_add_dict_u64(child, "mac_aging_s", b.fdb->aging_ms() / 1000);
-        for (const auto& [name, value] : g_dp->bridge_counters(b.id)) {
+        rte_tel_data_add_dict_u64(child, "mac_entries", b->fdb->size());
+        rte_tel_data_add_dict_u64(child, "mac_table_size", b->fdb->capacity());
+        rte_tel_data_add_dict_u64(child, "mac_aging_s", b->fdb->aging_ms() / 1000);
+        for (const auto& [name, value] : g_dp->bridge_counters(b->id)) {
             rte_tel_data_add_dict_u64(child, name, value);
         }
-        rte_tel_data_add_dict_container(d, b.name.c_str(), child, 0);
+        rte_tel_data_add_dict_container(d, b->name.c_str(), child, 0);
     }
     return 0;
 }
@@ -127,9 +123,14 @@ int cmd_fdb(const char*, const char* params, rte_tel_data* d) {
     if (g_dp == nullptr || params == nullptr) {
         return -1;
     }
+    const auto dp_lock = g_dp->lock();
     const dp::Bridge* b = g_dp->find_bridge(params);
     if (b == nullptr) {
         return -1;
+    }
+    std::map<sw::PortIndex, std::string> names;
+    for (const auto* entry : g_dp->ports()) {
+        names[entry->port->index()] = entry->port->name();
     }
     rte_tel_data_start_dict(d);
     const auto entries = b->fdb->entries(g_dp->now_ms());
@@ -144,8 +145,8 @@ int cmd_fdb(const char*, const char* params, rte_tel_data* d) {
         if (room-- <= 0) {
             break;
         }
-        const std::string line = sw::mac_to_string(e.mac) + " " + g_dp->ports()[e.port]->name() +
-                                 " " + std::to_string(e.age_ms / 1000) + "s" +
+        const std::string line = sw::mac_to_string(e.mac) + " " + names[e.port] + " " +
+                                 std::to_string(e.age_ms / 1000) + "s" +
                                  (e.is_static ? " static" : "");
         rte_tel_data_add_array_string(table, line.c_str());
     }
@@ -158,25 +159,31 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
     if (g_dp == nullptr) {
         return -1;
     }
+    const auto dp_lock = g_dp->lock();
     rte_tel_data_start_dict(d);
+    const double hz = static_cast<double>(rte_get_tsc_hz());
     for (const auto& w : g_dp->workers()) {
         rte_tel_data* child = rte_tel_data_alloc();
         rte_tel_data_start_dict(child);
-        rte_tel_data_add_dict_u64(child, "cpu", w->cpu());
-        rte_tel_data_add_dict_u64(child, "lcore", w->lcore());
+        rte_tel_data_add_dict_u64(child, "cpu", w.cpu);
+        rte_tel_data_add_dict_u64(child, "lcore", w.lcore);
         std::string queues;
-        for (const auto& q : w->queues()) {
-            queues += (queues.empty() ? "" : ",") + q.port->name() + ":" + std::to_string(q.queue);
+        for (const auto& q : w.queues) {
+            queues += (queues.empty() ? "" : ",") + q;
         }
         rte_tel_data_add_dict_string(child, "queues", queues.c_str());
-        const auto& s = w->stats();
-        rte_tel_data_add_dict_u64(child, "polls", s.polls.load());
-        rte_tel_data_add_dict_u64(child, "busy_polls", s.busy_polls.load());
-        rte_tel_data_add_dict_u64(child, "rx_packets", s.rx_packets.load());
-        rte_tel_data_add_dict_u64(child, "idle_sleeps", s.sleeps.load());
-        rte_tel_data_add_dict_u64(child, "idle_sleep_us", s.sleep_us.load());
-        rte_tel_data_add_dict_u64(child, "longest_sleep_us", s.longest_sleep_us.load());
-        rte_tel_data_add_dict_container(d, ("worker" + std::to_string(w->id())).c_str(), child, 0);
+        const auto& s = w.stats;
+        rte_tel_data_add_dict_u64(child, "polls", s.polls);
+        rte_tel_data_add_dict_u64(child, "busy_polls", s.busy_polls);
+        rte_tel_data_add_dict_u64(child, "rx_packets", s.rx_packets);
+        rte_tel_data_add_dict_u64(child, "rx_bursts", s.rx_bursts);
+        rte_tel_data_add_dict_u64(child, "busy_cycles", s.busy_cycles);
+        rte_tel_data_add_dict_u64(child, "idle_cycles", s.idle_cycles);
+        rte_tel_data_add_dict_u64(child, "idle_sleeps", s.sleeps);
+        rte_tel_data_add_dict_u64(child, "idle_sleep_us",
+                                  static_cast<uint64_t>(s.sleep_cycles * 1e6 / hz));
+        rte_tel_data_add_dict_u64(child, "longest_sleep_us", s.longest_sleep_us);
+        rte_tel_data_add_dict_container(d, ("worker" + std::to_string(w.id)).c_str(), child, 0);
     }
     return 0;
 }
@@ -234,7 +241,8 @@ void telemetry_attach(dp::Dataplane& dp) {
     rte_telemetry_register_cmd("/conduit/fdb", cmd_fdb,
                                "A bridge's MAC table (mac: port age). Parameter: bridge name.");
     rte_telemetry_register_cmd("/conduit/workers", cmd_workers,
-                               "Worker threads: CPU, queues polled, polls, idle sleeps.");
+                               "Worker threads (PMD statistics): CPU, queues polled, polls, "
+                               "busy and idle cycles, idle sleeps.");
     rte_telemetry_register_cmd("/conduit/debug/mempool_hold", cmd_mempool_hold,
                                "Test hook: hold N mbufs out of the pool (0 releases). "
                                "Parameter: N.");

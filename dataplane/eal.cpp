@@ -2,6 +2,7 @@
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_pdump.h>
 
 #include <filesystem>
 #include <stdexcept>
@@ -67,9 +68,21 @@ Eal::Eal(const control::Config& config, bool hugepages_usable)
                                                "'hugepages: false')"
                                              : ""));
     }
+    // DPDK's packet capture framework: dpdk-dumpcap and dpdk-pdump, as secondary
+    // processes, can then capture the uplink (ethdev ports only; guest ports are
+    // captured with conduitctl capture).
+    if (rte_pdump_init() != 0) {
+        CLOG_WARN("eal", "packet capture framework (pdump) unavailable: %s",
+                  rte_strerror(rte_errno));
+    } else {
+        pdump_ = true;
+    }
 }
 
 Eal::~Eal() {
+    if (pdump_) {
+        rte_pdump_uninit();
+    }
     rte_eal_cleanup();
     // The EAL leaves its hugepage files behind; they would hold the pages until removed.
     std::error_code ec;

@@ -23,6 +23,7 @@ class Eal {
   private:
     std::string file_prefix_;
     bool hugepages_;
+    bool pdump_ = false;
 };
 
 }  // namespace conduit::dp

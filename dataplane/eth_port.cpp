@@ -1,5 +1,7 @@
 #include "dataplane/eth_port.h"
 
+#include <rte_dev.h>
+#include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
@@ -26,6 +28,14 @@ EthPort::~EthPort() {
 
 void EthPort::start() {
     const std::string dev = device_name(options_.devargs);
+    if (rte_eth_dev_get_port_by_name(dev.c_str(), &port_id_) != 0) {
+        // Not probed at start-up (added at run time, or removed and added again).
+        const int rc = rte_dev_probe(options_.devargs.c_str());
+        if (rc != 0) {
+            CLOG_WARN("ethdev", "port %s: probing %s failed: %s", name().c_str(),
+                      options_.devargs.c_str(), rte_strerror(-rc));
+        }
+    }
     if (rte_eth_dev_get_port_by_name(dev.c_str(), &port_id_) != 0) {
         throw std::runtime_error("port " + name() + ": no ethdev '" + dev + "' (devargs '" +
                                  options_.devargs +
@@ -99,7 +109,14 @@ void EthPort::stop() {
     }
     ready_.store(false, std::memory_order_release);
     rte_eth_dev_stop(port_id_);
+    rte_eth_dev_info info{};
+    rte_device* device = rte_eth_dev_info_get(port_id_, &info) == 0 ? info.device : nullptr;
     rte_eth_dev_close(port_id_);
+    // Detach the device as well, so the same devargs can be probed again later.
+    if (device != nullptr && rte_dev_remove(device) != 0) {
+        CLOG_WARN("ethdev", "port %s: detaching %s failed", name().c_str(),
+                  options_.devargs.c_str());
+    }
     started_ = false;
     link_up_.store(false);
 }

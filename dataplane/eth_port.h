@@ -1,6 +1,8 @@
 // dataplane/eth_port: the uplink, any DPDK ethdev named by devargs: a PCI address for a
 // real NIC, or a virtual device such as net_af_packet0,iface=eth1, net_af_xdp, net_memif,
-// net_tap. Its devargs are handed to the EAL at start-up (see Eal).
+// net_tap. The uplink of the startup config is handed to the EAL (see Eal); one added
+// later is probed then (a virtual device, or a PCI device the EAL was allowed to use),
+// and a removed one is detached, so it can be added again.
 #pragma once
 
 #include <rte_spinlock.h>
@@ -33,6 +35,7 @@ class EthPort final : public Port {
     uint16_t rx_queue_count() const override { return rx_queues_; }
     uint16_t port_id() const { return port_id_; }
     uint16_t tx_queue_count() const { return tx_queues_; }
+    bool started() const { return started_; }
 
     // Control thread, periodically: the datapath reads the cached link state.
     void poll_link();

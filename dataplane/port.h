@@ -2,6 +2,7 @@
 // queues, transmit a burst (consuming one reference per mbuf and counting the outcome).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -11,6 +12,8 @@
 struct rte_mbuf;
 
 namespace conduit::dp {
+
+class Capture;
 
 class Port {
   public:
@@ -36,9 +39,14 @@ class Port {
     virtual void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
                           sw::PortCounters& counters) = 0;
 
+    // The capture running on this port, if any: workers check it once per burst.
+    Capture* capture() const { return capture_.load(std::memory_order_acquire); }
+    void set_capture(Capture* capture) { capture_.store(capture, std::memory_order_release); }
+
   private:
     std::string name_;
     sw::PortIndex index_;
+    std::atomic<Capture*> capture_{nullptr};
 };
 
 // Sums the bytes of the first `count` frames (before they are handed away).

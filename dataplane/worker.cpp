@@ -3,31 +3,78 @@
 #include <rte_cycles.h>
 #include <rte_mbuf.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 
+#include "dataplane/capture.h"
 #include "dataplane/dataplane.h"
+#include "dataplane/log.h"
 #include "dataplane/port.h"
 #include "dataplane/rcu.h"
 
 namespace conduit::dp {
 
-Worker::Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff)
+namespace {
+
+// The single writer's increment: no locked instruction.
+inline void bump(std::atomic<uint64_t>& counter, uint64_t n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+WorkerStatsSnapshot WorkerStats::snapshot() const {
+    WorkerStatsSnapshot s;
+    s.polls = polls.load(std::memory_order_relaxed);
+    s.busy_polls = busy_polls.load(std::memory_order_relaxed);
+    s.rx_packets = rx_packets.load(std::memory_order_relaxed);
+    s.rx_bursts = rx_bursts.load(std::memory_order_relaxed);
+    s.busy_cycles = busy_cycles.load(std::memory_order_relaxed);
+    s.idle_cycles = idle_cycles.load(std::memory_order_relaxed);
+    s.sleep_cycles = sleep_cycles.load(std::memory_order_relaxed);
+    s.sleeps = sleeps.load(std::memory_order_relaxed);
+    s.longest_sleep_us = longest_sleep_us.load(std::memory_order_relaxed);
+    return s;
+}
+
+WorkerStatsSnapshot WorkerStatsSnapshot::operator-(const WorkerStatsSnapshot& base) const {
+    WorkerStatsSnapshot d = *this;
+    d.polls -= base.polls;
+    d.busy_polls -= base.busy_polls;
+    d.rx_packets -= base.rx_packets;
+    d.rx_bursts -= base.rx_bursts;
+    d.busy_cycles -= base.busy_cycles;
+    d.idle_cycles -= base.idle_cycles;
+    d.sleep_cycles -= base.sleep_cycles;
+    d.sleeps -= base.sleeps;
+    return d;
+}
+
+Worker::Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff,
+               int nice)
     : dp_(dp),
       id_(id),
       lcore_(lcore),
       cpu_(cpu),
       backoff_(backoff),
+      nice_(nice),
       counters_(std::make_unique<sw::WorkerCounters>()),
       forwarder_(*this, *counters_) {}
 
 void Worker::transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) {
-    Port* p = dp_.port(port);
+    Port* p = state_->ports[port];
     if (p == nullptr) {
-        // Removed while its frames were queued; nothing to send them to.
+        // Removed (or set admin down) while a MAC entry still named it.
         counters_->ports[port].drop_tx_port_down.add(count);
         rte_pktmbuf_free_bulk(pkts, count);
         return;
+    }
+    if (Capture* capture = p->capture(); capture != nullptr) [[unlikely]] {
+        capture->offer(pkts, count, Capture::kOut, static_cast<uint16_t>(id_));
     }
     p->transmit(id_, pkts, count, counters_->ports[port]);
 }
@@ -35,6 +82,12 @@ void Worker::transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) {
 int Worker::run() {
     // Sleeps are short; the default 50 us timer slack would stretch every one of them.
     prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    // A polling thread is always runnable: at the default weight, anything else the
+    // scheduler puts on this CPU would get whole time slices of several milliseconds,
+    // long enough for a guest's ring to overflow.
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice_) != 0) {
+        CLOG_WARN("worker", "worker %u: cannot set nice %d: %s", id_, nice_, std::strerror(errno));
+    }
     Rcu& rcu = dp_.rcu();
     rcu.register_reader(id_);
 
@@ -42,30 +95,39 @@ int Worker::run() {
     const uint64_t tsc_per_ms = hz / 1000;
     const uint64_t idle_ticks = backoff_.idle_before_sleep_us * hz / 1'000'000;
     uint64_t last_busy = rte_rdtsc();
+    uint64_t loop_start = last_busy;
+    bool last_loop_busy = false;
     uint64_t sleep_us = backoff_.first_sleep_us;
     rte_mbuf* pkts[sw::kBurstSize];
 
     while (dp_.running()) {
+        // One TSC read per loop: it ends the previous loop's accounting and starts this one.
         const uint64_t now_tsc = rte_rdtsc();
+        bump(last_loop_busy ? stats_.busy_cycles : stats_.idle_cycles, now_tsc - loop_start);
+        loop_start = now_tsc;
         const uint64_t now_ms = (now_tsc - dp_.epoch_tsc()) / tsc_per_ms;
-        const sw::ForwardingState& state = dp_.forwarding_state();
+        state_ = &dp_.state();
         uint64_t received = 0;
-        for (const RxQueueRef& q : queues_) {
+        uint64_t bursts = 0;
+        for (const RxQueueRef& q : state_->worker_queues[id_]) {
             sw::PortCounters& counters = counters_->ports[q.port->index()];
             const uint16_t n = q.port->receive(q.queue, pkts, sw::kBurstSize, counters);
             if (n != 0) {
                 received += n;
-                forwarder_.process(state, q.port->index(), pkts, n, now_ms);
+                ++bursts;
+                if (Capture* capture = q.port->capture(); capture != nullptr) [[unlikely]] {
+                    capture->offer(pkts, n, Capture::kIn, q.queue);
+                }
+                forwarder_.process(state_->forwarding, q.port->index(), pkts, n, now_ms);
             }
         }
         rcu.quiescent(id_);
-        stats_.polls.store(stats_.polls.load(std::memory_order_relaxed) + 1,
-                           std::memory_order_relaxed);
+        bump(stats_.polls, 1);
+        last_loop_busy = received != 0;
         if (received != 0) {
-            stats_.busy_polls.store(stats_.busy_polls.load(std::memory_order_relaxed) + 1,
-                                    std::memory_order_relaxed);
-            stats_.rx_packets.store(stats_.rx_packets.load(std::memory_order_relaxed) + received,
-                                    std::memory_order_relaxed);
+            bump(stats_.busy_polls, 1);
+            bump(stats_.rx_packets, received);
+            bump(stats_.rx_bursts, bursts);
             last_busy = now_tsc;
             sleep_us = backoff_.first_sleep_us;
             continue;
@@ -75,17 +137,20 @@ int Worker::run() {
         }
         // Idle: sleep offline, so RCU writers need not wait for us.
         rcu.offline(id_);
+        const uint64_t before = rte_rdtsc();
         const timespec ts{0, static_cast<long>(sleep_us * 1000)};
         nanosleep(&ts, nullptr);
         rcu.online(id_);
-        const uint64_t slept_us = (rte_rdtsc() - now_tsc) * 1'000'000 / hz;
+        const uint64_t after = rte_rdtsc();
+        bump(stats_.idle_cycles, before - loop_start);
+        bump(stats_.sleep_cycles, after - before);
+        loop_start = after;
+        last_loop_busy = false;
+        const uint64_t slept_us = (after - before) * 1'000'000 / hz;
         if (slept_us > stats_.longest_sleep_us.load(std::memory_order_relaxed)) {
             stats_.longest_sleep_us.store(slept_us, std::memory_order_relaxed);
         }
-        stats_.sleeps.store(stats_.sleeps.load(std::memory_order_relaxed) + 1,
-                            std::memory_order_relaxed);
-        stats_.sleep_us.store(stats_.sleep_us.load(std::memory_order_relaxed) + sleep_us,
-                              std::memory_order_relaxed);
+        bump(stats_.sleeps, 1);
         sleep_us = std::min(sleep_us * 2, backoff_.max_sleep_us);
     }
     rcu.unregister_reader(id_);

@@ -1,5 +1,6 @@
-// dataplane/worker: one poll-mode thread on one CPU: polls its receive queues, runs each
-// burst through the switch, and backs off into short sleeps when there is nothing to do.
+// dataplane/worker: one poll-mode thread on one CPU: polls the receive queues the
+// published state gives it, runs each burst through the switch, and backs off into short
+// sleeps when there is nothing to do.
 #pragma once
 
 #include <atomic>
@@ -13,6 +14,7 @@ namespace conduit::dp {
 
 class Dataplane;
 class Port;
+struct DatapathState;
 
 struct RxQueueRef {
     Port* port;
@@ -30,27 +32,50 @@ struct BackoffPolicy {
     uint64_t max_sleep_us = 200;
 };
 
+// PMD statistics, as plain numbers (a reading, or a difference of two readings).
+struct WorkerStatsSnapshot {
+    uint64_t polls = 0;         // poll loops
+    uint64_t busy_polls = 0;    // loops that received at least one frame
+    uint64_t rx_packets = 0;    // frames received
+    uint64_t rx_bursts = 0;     // receive calls that returned frames
+    uint64_t busy_cycles = 0;   // TSC cycles in loops that received frames (forwarding them)
+    uint64_t idle_cycles = 0;   // TSC cycles in loops that found nothing (polling, not asleep)
+    uint64_t sleep_cycles = 0;  // TSC cycles asleep in the idle back-off
+    uint64_t sleeps = 0;
+    uint64_t longest_sleep_us = 0;  // not a sum: the longest single sleep (never cleared)
+
+    WorkerStatsSnapshot operator-(const WorkerStatsSnapshot& base) const;
+};
+
+// Written only by its worker (plain load and store of relaxed atomics: no locked
+// instruction), read by the control thread.
 struct WorkerStats {
     std::atomic<uint64_t> polls{0};
     std::atomic<uint64_t> busy_polls{0};
     std::atomic<uint64_t> rx_packets{0};
+    std::atomic<uint64_t> rx_bursts{0};
+    std::atomic<uint64_t> busy_cycles{0};
+    std::atomic<uint64_t> idle_cycles{0};
+    std::atomic<uint64_t> sleep_cycles{0};
     std::atomic<uint64_t> sleeps{0};
-    std::atomic<uint64_t> sleep_us{0};
     // The longest single sleep as measured (requested step plus the kernel's wake-up
     // delay): the most time the worker was away from its queues.
     std::atomic<uint64_t> longest_sleep_us{0};
+
+    WorkerStatsSnapshot snapshot() const;
 };
 
 class Worker final : private sw::TxSink {
   public:
-    Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff);
+    Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, BackoffPolicy backoff,
+           int nice);
 
-    void add_queue(RxQueueRef q) { queues_.push_back(q); }
-    const std::vector<RxQueueRef>& queues() const { return queues_; }
     unsigned id() const { return id_; }
     unsigned lcore() const { return lcore_; }
     unsigned cpu() const { return cpu_; }
     const sw::WorkerCounters& counters() const { return *counters_; }
+    // Control side, only for a port or bridge index no state refers to any more.
+    sw::WorkerCounters& counters_for_reset() { return *counters_; }
     const WorkerStats& stats() const { return stats_; }
 
     int run();  // the lcore's main loop, until the dataplane stops
@@ -63,7 +88,8 @@ class Worker final : private sw::TxSink {
     unsigned lcore_;
     unsigned cpu_;
     BackoffPolicy backoff_;
-    std::vector<RxQueueRef> queues_;
+    int nice_;
+    const DatapathState* state_ = nullptr;  // the state of the current poll loop
     std::unique_ptr<sw::WorkerCounters> counters_;
     sw::Forwarder forwarder_;
     WorkerStats stats_;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace conduit::sw {
@@ -16,6 +17,8 @@ class Counter {
         value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
     uint64_t get() const { return value_.load(std::memory_order_relaxed); }
+    // Only while no worker can write it (the port or bridge is gone, after a grace period).
+    void reset() { value_.store(0, std::memory_order_relaxed); }
 
   private:
     std::atomic<uint64_t> value_{0};
@@ -38,10 +41,20 @@ class Counter {
     X(drop_tx_queue_full, "frames the port could not take: its ring was full (not draining)") \
     X(drop_tx_error, "frames the port refused for another reason (oversized, bad segments)")
 
-struct PortCounters {
 #define CONDUIT_DECLARE_COUNTER(name, help) Counter name;
+#define CONDUIT_COUNTER_MEMBER(name, help) &Self::name,
+#define CONDUIT_COUNTER_NAME(name, help) #name,
+#define CONDUIT_COUNTER_HELP(name, help) help,
+
+// Each counter struct also lists its members, names and help texts, so readers (sums,
+// baselines, metrics) can walk them by position.
+struct PortCounters {
+    using Self = PortCounters;
     CONDUIT_PORT_COUNTERS(CONDUIT_DECLARE_COUNTER)
-#undef CONDUIT_DECLARE_COUNTER
+    static constexpr Counter Self::*kMembers[] = {CONDUIT_PORT_COUNTERS(CONDUIT_COUNTER_MEMBER)};
+    static constexpr const char* kNames[] = {CONDUIT_PORT_COUNTERS(CONDUIT_COUNTER_NAME)};
+    static constexpr const char* kHelp[] = {CONDUIT_PORT_COUNTERS(CONDUIT_COUNTER_HELP)};
+    static constexpr std::size_t kCount = sizeof kNames / sizeof kNames[0];
 };
 
 #define CONDUIT_BRIDGE_COUNTERS(X)                                                \
@@ -53,9 +66,17 @@ struct PortCounters {
     X(unicast_known, "frames forwarded to a learned port")
 
 struct BridgeCounters {
-#define CONDUIT_DECLARE_COUNTER(name, help) Counter name;
+    using Self = BridgeCounters;
     CONDUIT_BRIDGE_COUNTERS(CONDUIT_DECLARE_COUNTER)
-#undef CONDUIT_DECLARE_COUNTER
+    static constexpr Counter Self::*kMembers[] = {CONDUIT_BRIDGE_COUNTERS(CONDUIT_COUNTER_MEMBER)};
+    static constexpr const char* kNames[] = {CONDUIT_BRIDGE_COUNTERS(CONDUIT_COUNTER_NAME)};
+    static constexpr const char* kHelp[] = {CONDUIT_BRIDGE_COUNTERS(CONDUIT_COUNTER_HELP)};
+    static constexpr std::size_t kCount = sizeof kNames / sizeof kNames[0];
 };
+
+#undef CONDUIT_DECLARE_COUNTER
+#undef CONDUIT_COUNTER_MEMBER
+#undef CONDUIT_COUNTER_NAME
+#undef CONDUIT_COUNTER_HELP
 
 }  // namespace conduit::sw

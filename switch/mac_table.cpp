@@ -26,9 +26,12 @@ MacTable::MacTable(uint32_t capacity, uint64_t aging_ms, WaitForReaders wait_for
     if (capacity == 0 || capacity > (1u << 24)) {
         throw std::invalid_argument("MAC table size must be between 1 and 16777216");
     }
+    slots_.store(new Slots(slots_for(capacity)), std::memory_order_release);
+}
+
+uint32_t MacTable::slots_for(uint32_t capacity) {
     // At most half the slots are ever live, so probe sequences stay short.
-    const uint32_t count = std::max<uint32_t>(64, std::bit_ceil(capacity * 2));
-    slots_.store(new Slots(count), std::memory_order_release);
+    return std::max<uint32_t>(64, std::bit_ceil(capacity * 2));
 }
 
 MacTable::~MacTable() {
@@ -74,7 +77,8 @@ PortIndex MacTable::lookup(Mac mac, uint64_t now_ms) const {
 }
 
 bool MacTable::reserve(Slots& s) {
-    if (s.live.fetch_add(1, std::memory_order_relaxed) >= capacity_) {
+    if (s.live.fetch_add(1, std::memory_order_relaxed) >=
+        capacity_.load(std::memory_order_relaxed)) {
         s.live.fetch_sub(1, std::memory_order_relaxed);
         return false;
     }
@@ -179,22 +183,30 @@ MacTable::AgeResult MacTable::age(uint64_t now_ms) {
 }
 
 void MacTable::compact() {
+    rebuild(slots_.load(std::memory_order_acquire)->mask + 1);
+}
+
+void MacTable::rebuild(uint32_t slot_count) {
     Slots* old = slots_.load(std::memory_order_acquire);
-    auto fresh = std::make_unique<Slots>(old->mask + 1);
+    auto fresh = std::make_unique<Slots>(slot_count);
+    const uint32_t limit = capacity_.load(std::memory_order_relaxed);
     uint32_t live = 0;
-    for (uint32_t i = 0; i <= old->mask; ++i) {
-        const uint64_t k = old->slot[i].key.load(std::memory_order_acquire);
-        const uint64_t v = old->slot[i].value.load(std::memory_order_acquire);
-        if (k == 0 || (v & kLive) == 0) {
-            continue;
+    // Static entries first, so a smaller table keeps them rather than learned ones.
+    for (const bool want_static : {true, false}) {
+        for (uint32_t i = 0; i <= old->mask && live < limit; ++i) {
+            const uint64_t k = old->slot[i].key.load(std::memory_order_acquire);
+            const uint64_t v = old->slot[i].value.load(std::memory_order_acquire);
+            if (k == 0 || (v & kLive) == 0 || ((v & kStaticFlag) != 0) != want_static) {
+                continue;
+            }
+            uint32_t idx = home(*fresh, k & ~kKeyValid);
+            while (fresh->slot[idx].key.load(std::memory_order_relaxed) != 0) {
+                idx = (idx + 1) & fresh->mask;
+            }
+            fresh->slot[idx].key.store(k, std::memory_order_relaxed);
+            fresh->slot[idx].value.store(v, std::memory_order_relaxed);
+            ++live;
         }
-        uint32_t idx = home(*fresh, k & ~kKeyValid);
-        while (fresh->slot[idx].key.load(std::memory_order_relaxed) != 0) {
-            idx = (idx + 1) & fresh->mask;
-        }
-        fresh->slot[idx].key.store(k, std::memory_order_relaxed);
-        fresh->slot[idx].value.store(v, std::memory_order_relaxed);
-        ++live;
     }
     fresh->live.store(live, std::memory_order_relaxed);
     // Workers that learn into the old array between the copy and the swap lose that
@@ -206,14 +218,71 @@ void MacTable::compact() {
     delete old;
 }
 
-uint32_t MacTable::flush_port(PortIndex port) {
+void MacTable::set_capacity(uint32_t capacity) {
+    if (capacity == 0 || capacity > (1u << 24)) {
+        throw std::invalid_argument("MAC table size must be between 1 and 16777216");
+    }
+    std::lock_guard lock(control_mutex_);
+    capacity_.store(capacity, std::memory_order_relaxed);
+    rebuild(slots_for(capacity));
+}
+
+uint32_t MacTable::flush_learned() {
     std::lock_guard lock(control_mutex_);
     Slots& s = *slots_.load(std::memory_order_acquire);
     uint32_t flushed = 0;
     for (uint32_t i = 0; i <= s.mask; ++i) {
         uint64_t v = s.slot[i].value.load(std::memory_order_acquire);
-        while ((v & kLive) != 0 && (v & kStaticFlag) == 0 && value_port(v) == port) {
+        while ((v & kLive) != 0 && (v & kStaticFlag) == 0) {
             if (s.slot[i].value.compare_exchange_weak(v, v & ~kLive, std::memory_order_acq_rel)) {
+                s.live.fetch_sub(1, std::memory_order_relaxed);
+                ++flushed;
+                break;
+            }
+        }
+    }
+    return flushed;
+}
+
+bool MacTable::remove(Mac mac) {
+    std::lock_guard lock(control_mutex_);
+    Slots& s = *slots_.load(std::memory_order_acquire);
+    const uint64_t key = kKeyValid | mac;
+    uint32_t idx = home(s, mac);
+    for (uint32_t probe = 0; probe < kMaxProbe; ++probe) {
+        Slot& slot = s.slot[idx];
+        const uint64_t k = slot.key.load(std::memory_order_acquire);
+        if (k == 0) {
+            return false;
+        }
+        if (k == key) {
+            uint64_t v = slot.value.load(std::memory_order_acquire);
+            while ((v & kLive) != 0) {
+                // A static entry is never rewritten by workers, so only a learned one
+                // can race; the loop retries against what a worker wrote.
+                if (slot.value.compare_exchange_weak(v, v & ~(kLive | kStaticFlag),
+                                                     std::memory_order_acq_rel)) {
+                    s.live.fetch_sub(1, std::memory_order_relaxed);
+                    return true;
+                }
+            }
+            return false;
+        }
+        idx = (idx + 1) & s.mask;
+    }
+    return false;
+}
+
+uint32_t MacTable::flush_port(PortIndex port, bool include_static) {
+    std::lock_guard lock(control_mutex_);
+    Slots& s = *slots_.load(std::memory_order_acquire);
+    uint32_t flushed = 0;
+    for (uint32_t i = 0; i <= s.mask; ++i) {
+        uint64_t v = s.slot[i].value.load(std::memory_order_acquire);
+        while ((v & kLive) != 0 && (include_static || (v & kStaticFlag) == 0) &&
+               value_port(v) == port) {
+            if (s.slot[i].value.compare_exchange_weak(v, v & ~(kLive | kStaticFlag),
+                                                      std::memory_order_acq_rel)) {
                 s.live.fetch_sub(1, std::memory_order_relaxed);
                 ++flushed;
                 break;

@@ -62,12 +62,19 @@ class MacTable {
     // telemetry) may come from different threads; they serialise on a mutex among
     // themselves. Workers never take it.
     AgeResult age(uint64_t now_ms);
-    uint32_t flush_port(PortIndex port);
+    // Forgets the port's learned entries (and its static ones too, when asked).
+    uint32_t flush_port(PortIndex port, bool include_static = false);
+    uint32_t flush_learned();  // every learned entry; static ones stay
     bool add_static(Mac mac, PortIndex port);
+    bool remove(Mac mac);  // a learned or static entry; false if there was none
     std::vector<Entry> entries(uint64_t now_ms) const;
+    // A new limit on live entries. The table is rebuilt at the size that limit needs
+    // (readers see the old array until the switch, as in compaction); entries beyond a
+    // smaller limit are dropped, static ones last.
+    void set_capacity(uint32_t capacity);
 
     uint32_t size() const;
-    uint32_t capacity() const { return capacity_; }
+    uint32_t capacity() const { return capacity_.load(std::memory_order_relaxed); }
     uint64_t aging_ms() const { return aging_ms_.load(std::memory_order_relaxed); }
     void set_aging_ms(uint64_t ms) { aging_ms_.store(ms, std::memory_order_relaxed); }
     uint32_t slot_count() const;
@@ -103,8 +110,10 @@ class MacTable {
     bool reserve(Slots& s);
     Learn update_existing(Slots& s, Slot& slot, PortIndex port, uint64_t now_ms);
     void compact();
+    void rebuild(uint32_t slot_count);  // with control_mutex_ held
+    static uint32_t slots_for(uint32_t capacity);
 
-    const uint32_t capacity_;
+    std::atomic<uint32_t> capacity_;
     mutable std::mutex control_mutex_;  // control-path operations only, never the datapath
     std::atomic<uint64_t> aging_ms_;
     WaitForReaders wait_for_readers_;

@@ -6,14 +6,15 @@
 #  - the host: a network namespace at the end of the veth pair whose root end,
 #    conduit-up0, is conduitd's uplink (net_af_packet);
 #  - traffic: the guests send to each other (learning, known unicast), the host pings
-#    through the switch; then conduitd's counters, MAC table and mempool are shown.
+#    through the switch; conduitctl shows the ports, the MAC table and the workers, and
+#    adds and removes a port while the guests run.
 # Everything it starts is stopped and removed on exit.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/build/conduit-env.sh"
 conduitd=$top/build/release/control/conduitd
 config=$top/configs/default.yaml
-stats="/usr/bin/python3 $top/tools/conduit_telemetry.py -f conduitd"
+ctl="$top/build/release/control/conduitctl --socket /run/conduit/conduitd.sock"
 work=$(mktemp -d /tmp/conduit-demo.XXXXXX)
 ns=conduit-demo
 guest_pid="" conduitd_pid=""
@@ -67,12 +68,12 @@ exec 3>"$work/guest.in"
 
 up=0
 for _ in $(seq 100); do
-    if $stats --json ports 2>/dev/null | grep -c '"state": "up"' | grep -q '^3$'; then up=1; break; fi
+    if $ctl --json show ports 2>/dev/null | grep -c '"state": "up"' | grep -q '^3$'; then up=1; break; fi
     kill -0 "$conduitd_pid" 2>/dev/null || break
     sleep 0.2
 done
 cat "$work/conduitd.log"
-[ "$up" = 1 ] || { cat "$work/guests.log"; echo "demo: ports did not come up" >&2; $stats ports || true; exit 1; }
+[ "$up" = 1 ] || { cat "$work/guests.log"; echo "demo: ports did not come up" >&2; $ctl show ports || true; exit 1; }
 
 say "guests send 128 frames to each other (4 bursts of 32)"
 echo "set eth-peer 0 52:54:00:00:00:02" >&3
@@ -83,21 +84,24 @@ sleep 2
 say "host pings the guests through the uplink"
 ip netns exec "$ns" busybox ping -c 5 -i 0.2 -W 2 10.0.0.1 || true
 
-say "counters (tools/conduit_telemetry.py ports)"
-$stats ports
-say "MAC table of br0"
-$stats fdb br0
-say "mbuf pool"
-$stats mempool
-say "workers"
-$stats workers
+say "conduitctl show ports"
+$ctl show ports
+say "conduitctl show fdb br0"
+$ctl show fdb br0
+say "conduitctl show pmd (per worker: busy and idle cycles, cycles per packet)"
+$ctl show pmd
+say "a port added and removed while the guests run (conduitctl add-port, del-port)"
+$ctl add-port br0 vm3 --socket /run/conduit/vm3.sock
+$ctl show bridges
+$ctl del-port vm3
+$ctl show mempool
 
 echo "stop" >&3
 echo "quit" >&3
 say "summary"
-$stats --json ports | /usr/bin/python3 -c '
+$ctl --json show stats | /usr/bin/python3 -c '
 import json, sys
-p = json.load(sys.stdin)
+p = json.load(sys.stdin)["ports"]
 total = sum(v["rx_packets"] for v in p.values())
 drops = sum(v2 for v in p.values() for k, v2 in v.items() if k.startswith("drop_"))
 print(f"conduitd forwarded {total} frames among {len(p)} ports; {drops} dropped (each reason counted)")

@@ -32,6 +32,11 @@ class Rig:
         self.started.append(g)
         return g
 
+    def pacer(self, sockets, macs, flows, **kw):
+        p = rigmod.Pacer(self.workdir, sockets, macs, flows, **kw)
+        self.started.append(p)
+        return p
+
     def host(self, **kw):
         h = rigmod.NetnsHost(**kw)
         self.started.append(h)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(TOP / "tools"))
 from conduit_telemetry import Telemetry, TelemetryError  # noqa: E402
 
 CONDUITD = TOP / "build" / "release" / "control" / "conduitd"
+CONDUITCTL = TOP / "build" / "release" / "control" / "conduitctl"
 HUGEPAGES = os.environ.get("CONDUIT_HUGEPAGES", "1") == "1"
 
 
@@ -37,6 +38,18 @@ def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+@contextlib.contextmanager
+def only_cpus(cpus):
+    """Runs the test process (and every process it starts meanwhile) on `cpus` only, so
+    that the CPU conduitd's worker polls on is left to it."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def remove_dpdk_files(prefix):
     for f in pathlib.Path("/dev/hugepages").glob(f"{prefix}map_*"):
         f.unlink(missing_ok=True)
@@ -49,7 +62,9 @@ def yaml_of(value, indent=0):
     out = []
     if isinstance(value, dict):
         for k, v in value.items():
-            if isinstance(v, (dict, list)):
+            if isinstance(v, (dict, list)) and not v:
+                out.append(f"{pad}{k}: {'{}' if isinstance(v, dict) else '[]'}")
+            elif isinstance(v, (dict, list)):
                 out.append(f"{pad}{k}:")
                 out.append(yaml_of(v, indent + 2))
             else:
@@ -69,13 +84,17 @@ class Conduitd:
     """One conduitd process on a config built by the test."""
 
     def __init__(self, workdir, bridges, prefix="itest-cd", workers=(1,), mbufs=8191,
-                 extra=None):
+                 extra=None, control=None):
         self.workdir = pathlib.Path(workdir)
         self.prefix = prefix
         daemon = {"file_prefix": prefix, "main_cpu": 0, "workers": list(workers),
                   "hugepages": HUGEPAGES, "memory_mb": 192, "mbufs": mbufs}
         daemon.update(extra or {})
-        self.config = {"conduitd": daemon, "bridges": bridges}
+        # The control socket lives with the test; metrics on a port the kernel picks.
+        self.socket = str(self.workdir / "ctl.sock")
+        ctl = {"socket": self.socket, "metrics": "127.0.0.1:0", "stall_timeout_ms": 1000}
+        ctl.update(control or {})
+        self.config = {"conduitd": daemon, "control": ctl, "bridges": bridges}
         self.config_path = self.workdir / "conduitd.yaml"
         self.config_path.write_text(yaml_of(self.config) + "\n")
         self.log_path = self.workdir / "conduitd.log"
@@ -110,6 +129,39 @@ class Conduitd:
 
     def log_text(self):
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def ctl(self, *args, check=True, timeout=60, json_out=False):
+        """Runs conduitctl against this conduitd; returns the CompletedProcess (or the
+        parsed JSON with json_out)."""
+        cmd = [str(CONDUITCTL), "--socket", self.socket] + (["--json"] if json_out else []) + \
+            [str(a) for a in args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {r.returncode}:\n{r.stdout}{r.stderr}")
+        return json.loads(r.stdout) if json_out else r
+
+    def rpc(self, method, params=None, timeout=30):
+        """One JSON-RPC request on the control socket; returns the whole reply."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(self.socket)
+            req = {"jsonrpc": "2.0", "id": 1, "method": method}
+            if params is not None:
+                req["params"] = params
+            s.sendall((json.dumps(req) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    raise AssertionError(f"{method}: connection closed without a reply")
+                buf += chunk
+            return json.loads(buf)
+
+    def call(self, method, params=None):
+        """The result of a JSON-RPC request, which must succeed."""
+        reply = self.rpc(method, params)
+        assert "result" in reply, f"{method} {params}: {reply}"
+        return reply["result"]
 
     def query(self, command):
         with Telemetry(self.prefix) as t:
@@ -307,6 +359,93 @@ class Guests:
         for i, s in enumerate(self.sockets):
             if i not in self.connect:
                 pathlib.Path(s).unlink(missing_ok=True)
+
+
+PACER = TOP / "build" / "release" / "tests" / "traffic" / "pacer"
+
+
+class Pacer:
+    """Guests that send numbered frames at a fixed rate and count what arrives
+    (tests/traffic/pacer.cpp): one DPDK process, several virtio-user NICs listening on
+    their sockets. `flows` are (port index, destination MAC, frames per second)."""
+
+    def __init__(self, workdir, sockets, macs, flows, prefix="itest-pacer", cpu=0,
+                 flow_base=0, best_effort=False, realtime=False, wait_for_go=False, ring=1024):
+        self.workdir = pathlib.Path(workdir)
+        self.sockets, self.macs, self.flows = [str(s) for s in sockets], macs, flows
+        self.prefix = prefix
+        self.status_path = self.workdir / f"{prefix}.status.json"
+        self.log_path = self.workdir / f"{prefix}.log"
+        self.args = [str(PACER), "--prefix", prefix, "--cpu", str(cpu), "--status",
+                     str(self.status_path), "--flow-base", str(flow_base), "--ring", str(ring)]
+        if not HUGEPAGES:
+            self.args.append("--no-huge")
+        self.go_path = self.workdir / f"{prefix}.go"
+        if wait_for_go:
+            self.args += ["--start-file", str(self.go_path)]
+        if best_effort:
+            self.args.append("--best-effort")
+        if realtime:
+            self.args.append("--rt")
+        for sock, mac in zip(self.sockets, macs):
+            self.args += ["--port", f"{sock},{mac}"]
+        for port, dst, pps in flows:
+            self.args += ["--flow", f"{port}:{dst}:{pps}"]
+        self.proc = None
+
+    def start(self):
+        remove_dpdk_files(self.prefix)
+        for s in self.sockets:
+            pathlib.Path(s).unlink(missing_ok=True)
+        self.status_path.unlink(missing_ok=True)
+        self.go_path.unlink(missing_ok=True)
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        return self
+
+    def status(self):
+        if self.proc.poll() is not None and not self.status_path.exists():
+            raise AssertionError(f"pacer exited {self.proc.returncode}:\n" +
+                                 self.log_path.read_text()[-3000:])
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait_running(self, timeout=60):
+        """Running once every NIC was connected to (EAL init returns only then)."""
+        wait_for(lambda: (self.status() or {}).get("state") == "running", timeout=timeout,
+                 what=f"pacer {self.prefix} running")
+        return self
+
+    def go(self):
+        """Starts the flows of a pacer made with wait_for_go."""
+        self.go_path.write_text("go\n")
+
+    def finish(self, timeout=30):
+        """Stops sending, lets the last frames arrive, returns the final status."""
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=timeout)
+        assert rc == 0, f"pacer exited {rc}:\n" + self.log_path.read_text()[-3000:]
+        final = self.status()
+        assert final and final["state"] == "done", final
+        return final
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.log.close()
+            self.proc = None
+        remove_dpdk_files(self.prefix)
+        for s in self.sockets:
+            pathlib.Path(s).unlink(missing_ok=True)
 
 
 class NetnsHost:

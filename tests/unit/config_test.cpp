@@ -64,7 +64,7 @@ TEST(Config, MissingFile) {
 
 TEST(Config, Errors) {
     expect_error("bridges: [", 1, "not valid YAML");
-    expect_error("conduitd:\n  workers: [1]\n", 1, "'bridges' must list at least one bridge");
+    expect_error("conduitd:\n  workers: [1]\n", 1, "'bridges' must be a list");
     expect_error("bridgs: []\n", 1, "unknown key 'bridgs'");
     expect_error("conduitd:\n  workers: [1, x]\nbridges:\n  - name: b\n", 2, "whole number");
     expect_error("conduitd:\n  workers: [999]\nbridges:\n  - name: b\n", 2, "between");

@@ -139,6 +139,64 @@ TEST(MacTable, EntriesListsLiveOnes) {
     EXPECT_EQ(list[0].age_ms, 700u);
 }
 
+TEST(MacTable, FlushPortCanTakeStaticEntriesToo) {
+    auto t = make(16);
+    t.learn(kA, 1, 1000);
+    ASSERT_TRUE(t.add_static(kB, 1));
+    EXPECT_EQ(t.flush_port(1), 1u);  // the learned one only
+    EXPECT_EQ(t.lookup(kB, 1000), 1);
+    EXPECT_EQ(t.flush_port(1, true), 1u);
+    EXPECT_EQ(t.lookup(kB, 1000), kInvalidPort);
+    EXPECT_EQ(t.size(), 0u);
+    // A flushed static entry is an ordinary slot again: learning reuses it.
+    EXPECT_EQ(t.learn(kB, 2, 2000), MacTable::Learn::kLearned);
+    EXPECT_EQ(t.learn(kB, 3, 2000), MacTable::Learn::kMoved);
+}
+
+TEST(MacTable, RemoveForgetsOneEntry) {
+    auto t = make(16);
+    t.learn(kA, 1, 1000);
+    ASSERT_TRUE(t.add_static(kB, 2));
+    EXPECT_TRUE(t.remove(kA));
+    EXPECT_FALSE(t.remove(kA));
+    EXPECT_TRUE(t.remove(kB));
+    EXPECT_EQ(t.size(), 0u);
+    EXPECT_EQ(t.lookup(kB, 1000), kInvalidPort);
+}
+
+TEST(MacTable, FlushLearnedKeepsStaticEntries) {
+    auto t = make(16);
+    t.learn(kA, 1, 1000);
+    ASSERT_TRUE(t.add_static(kB, 2));
+    EXPECT_EQ(t.flush_learned(), 1u);
+    EXPECT_EQ(t.lookup(kA, 1000), kInvalidPort);
+    EXPECT_EQ(t.lookup(kB, 1000), 2);
+}
+
+TEST(MacTable, ResizingKeepsEntriesAndTheNewLimit) {
+    int waits = 0;
+    MacTable t(4, kAging, [&waits] { ++waits; });
+    for (Mac m = 1; m <= 4; ++m) {
+        ASSERT_EQ(t.learn(0x020000000100 + m, static_cast<PortIndex>(m), 1000),
+                  MacTable::Learn::kLearned);
+    }
+    ASSERT_TRUE(t.add_static(kA, 9) == false);  // full
+    t.set_capacity(1000);
+    EXPECT_GE(waits, 1);  // the old array was freed only after readers let go
+    EXPECT_EQ(t.capacity(), 1000u);
+    EXPECT_GE(t.slot_count(), 2000u);
+    for (Mac m = 1; m <= 4; ++m) {
+        EXPECT_EQ(t.lookup(0x020000000100 + m, 1000), m);
+    }
+    EXPECT_TRUE(t.add_static(kA, 9));
+    // Shrinking below the live entries keeps static ones first.
+    t.set_capacity(2);
+    EXPECT_EQ(t.size(), 2u);
+    EXPECT_EQ(t.lookup(kA, 1000), 9);
+    EXPECT_EQ(t.learn(kB, 1, 1000), MacTable::Learn::kTableFull);
+    EXPECT_THROW(t.set_capacity(0), std::invalid_argument);
+}
+
 TEST(MacTable, RejectsZeroCapacity) {
     EXPECT_THROW(make(0), std::invalid_argument);
 }
