@@ -1,5 +1,6 @@
 // conduit-gen's pure parts: the sequence window (loss, reordering, duplicates), the
-// latency histogram, frame sizes, the frame template and stamp, and traffic plans.
+// latency histogram, frame sizes, the frame template and stamp, traffic plans and port
+// specs.
 #include <gtest/gtest.h>
 #include <rte_mbuf.h>
 
@@ -14,6 +15,7 @@
 #include "tools/gen/accounting.h"
 #include "tools/gen/frame.h"
 #include "tools/gen/plan.h"
+#include "tools/gen/port.h"
 
 namespace conduit::gen {
 namespace {
@@ -272,6 +274,22 @@ TEST(Plan, ImpossibleTopologiesAreRefused) {
     EXPECT_THROW(make_plan(ports(3), "star:nope", false, 0, 1, 1), std::invalid_argument);
     EXPECT_THROW(make_plan(ports(3), "ring", false, 0, 1, 1), std::invalid_argument);
     EXPECT_THROW(make_plan(ports(4), "pairs", false, 3, 1, 1), std::invalid_argument);
+}
+
+TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
+    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11", 3, 0x1);
+    EXPECT_EQ(up.kind, PortKind::kMemif);
+    EXPECT_EQ(up.queues, 2);
+    EXPECT_EQ(up.devargs.find("queues"), std::string::npos);
+    EXPECT_NE(up.devargs.find("net_memif3,role=client,socket=/tmp/m.sock"), std::string::npos);
+    EXPECT_NE(up.devargs.find(",rsize=11"), std::string::npos);
+    const PortSpec g = parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=1024", 0, 0x2);
+    EXPECT_EQ(g.queues, 1);
+    EXPECT_NE(g.devargs.find(",queue_size=1024"), std::string::npos);
+    EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
+                 std::invalid_argument);
+    EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=9", 0, 0x1),
+                 std::invalid_argument);
 }
 
 }  // namespace

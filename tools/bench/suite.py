@@ -44,6 +44,7 @@ SHIPPED_CONFIG = TOP / "configs" / "default.yaml"
 OVS_VSWITCHD = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 SIZES = ["64", "1518", "imix"]
 SWITCHES = ["conduitd", "testpmd io", "OVS-DPDK"]
+GUEST_RING = 1024
 MAC_TABLE = 16384  # every switch's MAC table holds the 10,000-MAC cases with room
 
 
@@ -230,12 +231,16 @@ class OvsDpdk(Switch):
            f"--unixctl={self.run}/ovsdb.ctl")
         vsctl = ["ovs-vsctl", f"--db=unix:{self.run}/db.sock"]
         sh(*vsctl, "--no-wait", "init")
+        # The whole switch on CPU 1, as the others' datapaths are: the PMD thread and also
+        # the handler and revalidator threads (its slow path), which would otherwise run
+        # on the generator's CPU; they inherit the process's affinity.
         sh(*vsctl, "--no-wait", "set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
-           "other_config:dpdk-lcore-mask=0x1", "other_config:pmd-cpu-mask=0x2",
+           "other_config:pmd-cpu-mask=0x2",
            "other_config:dpdk-socket-mem=1024",
            f"other_config:dpdk-extra=--file-prefix={self.prefix} --no-pci"
            + ("" if HUGE else " --no-huge"))
-        sh(OVS_VSWITCHD, f"unix:{self.run}/db.sock", f"--pidfile={self.run}/vswitchd.pid",
+        sh("taskset", "-c", "1", OVS_VSWITCHD, f"unix:{self.run}/db.sock",
+           f"--pidfile={self.run}/vswitchd.pid",
            "--detach", f"--log-file={self.run}/vswitchd.log",
            f"--unixctl={self.run}/vswitchd.ctl")
         # NORMAL (the bridge's default flow): MAC learning, like conduitd; its table sized
@@ -247,7 +252,8 @@ class OvsDpdk(Switch):
                "type=dpdkvhostuserclient", f"options:vhost-server-path={s}")
         if case.uplink:
             sh(*vsctl, "add-port", "br0", "uplink", "--", "set", "Interface", "uplink",
-               "type=dpdk", f"options:dpdk-devargs=net_memif0,role=server,socket={memif}")
+               "type=dpdk", f"options:dpdk-devargs=net_memif0,role=server,socket={memif}",
+               "options:n_rxq=2")
         self.ports = len(case.port_names())
 
     def ready(self):
@@ -328,9 +334,17 @@ class GenRun:
 
 
 def gen_case_args(case, switch, socks, memif, args):
-    ports = [f"--port={n}=virtio:path={s}" for n, s in zip(case.port_names(), socks)]
+    # Rings of 1024 descriptors, as a VM's NIC may have (QEMU's largest): with the default
+    # 256 a 1 ms stall of the switch's vCPU (common on a shared machine) loses frames at
+    # any rate above 256,000 per second and guest, which would make NDR measure the host.
+    ports = [f"--port={n}=virtio:path={s},queue_size={GUEST_RING}"
+             for n, s in zip(case.port_names(), socks)]
     if case.uplink:
-        ports.append(f"--port=uplink=memif:socket={memif}")
+        # OVS sends from its PMD thread on transmit queue 1 (queue 0 is its main thread's):
+        # a memif link carries only the queue pairs both ends configured, so with OVS
+        # both ends have two (the generator receives from both, sends on the first).
+        queues = ",queues=2" if isinstance(switch, OvsDpdk) else ""
+        ports.append(f"--port=uplink=memif:socket={memif}{queues}")
     out = ports + ["--mode", "rfc2544", "--sizes", ",".join(SIZES),
                    "--trials", str(args.trials), "--duration", str(args.duration),
                    "--warmup", str(args.warmup), "--search-steps", str(args.steps),
@@ -748,7 +762,8 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "switch, not the generator, set the rate.", "",
           "## Method", "",
           "conduit-gen acts as the guests: one virtio-user port per guest, listening",
-          "(`server=1`, as a VM's NIC does with conduitd's default client mode), and, in the",
+          "(`server=1`, as a VM's NIC does with conduitd's default client mode) with rings of",
+          f"{GUEST_RING} descriptors (`queue_size`, the largest QEMU gives a VM), and, in the",
           "16-guest cases, as the wire: a `net_memif` client to the switch's memif server",
           "port. It sends IPv4/UDP frames, each stamped with its stream, sequence number and",
           "TSC; streams run both ways between the two guests, or between every guest and the",
@@ -765,12 +780,33 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "  generator expects them there: every port carries the same frames as in the",
           "  switched case, with no lookup at all.",
           f"- OVS-DPDK: a netdev bridge with `dpdkvhostuserclient` ports, the memif uplink as a",
-          f"  `dpdk` port, the default NORMAL flow, PMD on CPU 1, `mac-table-size={MAC_TABLE}`",
-          "  (its default of 2048 would flood most of 10,000 MACs).", "",
+          f"  `dpdk` port, the default NORMAL flow, `mac-table-size={MAC_TABLE}` (its default",
+          "  of 2048 would flood most of 10,000 MACs). The whole `ovs-vswitchd` runs on CPU 1",
+          "  (`taskset`, PMD mask 0x2): its PMD thread and its slow path (handler and",
+          "  revalidator threads, which install a flow for each new source/destination pair),",
+          "  so that the slow path's work is the switch's, not taken from the generator's CPU.",
+          "  conduitd and testpmd have no slow path: their CPU 0 threads (control, vhost-user",
+          "  messages, testpmd's prompt) are idle while frames flow.", "",
           "The ratios compare figures measured minutes apart on a shared 2-core virtual machine;",
           "the raw results (every trial, every stream, the switches' own counters) are in",
           "`docs/benchmarks.json`."]
     out.write_text("\n".join(L) + "\n")
+
+
+def slim(results):
+    """The results without each trial's per-stream and per-port figures (32 streams and
+    17 ports a trial in the 16-guest cases; the trial's totals stay, and so do the
+    switches' own counters)."""
+    out = {}
+    for case, per_switch in results.items():
+        out[case] = {}
+        for sw, r in per_switch.items():
+            r = dict(r)
+            if "trials" in r:
+                r["trials"] = [{k: v for k, v in t.items() if k not in ("streams", "ports")}
+                               for t in r["trials"]]
+            out[case][sw] = r
+    return out
 
 
 def main():
@@ -848,7 +884,7 @@ def main():
     out = pathlib.Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(
         {"date": started_utc, "command": command, "args": vars(args), "loadavg": loads,
-         "generator": costs, "results": results}, indent=1) + "\n")
+         "generator": costs, "results": slim(results)}, separators=(",", ":")) + "\n")
     complete = (costs is not None and len(results) == len(CASES)
                 and all(len(r) == len(SWITCHES) for r in results.values()))
     if complete:

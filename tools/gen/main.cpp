@@ -142,7 +142,7 @@ int run(Options o) {
     // transmit ring holds frames until the peer has taken them.
     unsigned mbufs = 4096;
     for (const PortSpec& s : specs) {
-        mbufs += s.rx_descriptors + s.tx_descriptors + 64;
+        mbufs += (s.rx_descriptors + s.tx_descriptors) * s.queues + 64;
     }
     const uint16_t data_room = static_cast<uint16_t>(
         std::max<unsigned>(RTE_MBUF_DEFAULT_BUF_SIZE, RTE_PKTMBUF_HEADROOM + largest + 64));

@@ -133,6 +133,9 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
         } else if (key == "txd") {
             s.tx_descriptors =
                 static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": txd", 32, 16384));
+        } else if (key == "queues") {
+            s.queues =
+                static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": queues", 1, 8));
         } else if (key == "path" || key == "socket" || key == "iface" || key == "server" ||
                    key == "role" || key == "mac") {
             own[key] = value;
@@ -327,15 +330,17 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     const PortSpec& s = specs_[i];
     const uint16_t id = ids_[i];
     rte_eth_conf conf{};
-    int rc = rte_eth_dev_configure(id, 1, 1, &conf);
+    int rc = rte_eth_dev_configure(id, s.queues, s.queues, &conf);
     if (rc != 0) {
         throw PortError("port " + s.name + ": cannot configure: " + rte_strerror(-rc));
     }
     uint16_t rxd = s.rx_descriptors, txd = s.tx_descriptors;
     rte_eth_dev_adjust_nb_rx_tx_desc(id, &rxd, &txd);
-    rc = rte_eth_rx_queue_setup(id, 0, rxd, rte_eth_dev_socket_id(id), nullptr, pool);
-    if (rc == 0) {
-        rc = rte_eth_tx_queue_setup(id, 0, txd, rte_eth_dev_socket_id(id), nullptr);
+    for (uint16_t q = 0; q < s.queues && rc == 0; ++q) {
+        rc = rte_eth_rx_queue_setup(id, q, rxd, rte_eth_dev_socket_id(id), nullptr, pool);
+        if (rc == 0) {
+            rc = rte_eth_tx_queue_setup(id, q, txd, rte_eth_dev_socket_id(id), nullptr);
+        }
     }
     if (rc != 0) {
         throw PortError("port " + s.name + ": cannot set up its queues: " + rte_strerror(-rc));

@@ -29,13 +29,16 @@ struct PortSpec {
     int vlan = -1;            // 802.1Q tag on every frame this port sends, or none
     uint16_t rx_descriptors = 1024;
     uint16_t tx_descriptors = 1024;
+    // Queue pairs: received from all in turn, sent on the first. A peer may send on a
+    // queue other than 0 (OVS's PMD threads send on queue 1 and up, its main thread on 0).
+    uint16_t queues = 1;
     Mac mac = 0;
 };
 
 // "NAME=KIND[:key=value,...]"; index makes the DPDK device name unique.
 // KIND: virtio (path=, server=1|0, ...), memif (socket=, role=client|server, id=, ...),
 // af_packet (iface=, ...), af_xdp (iface=, ...), ring, dev (the rest is raw devargs).
-// vlan=, rxd=, txd= are the generator's own; other keys go to the PMD unchanged.
+// vlan=, rxd=, txd=, queues= are the generator's own; other keys go to the PMD unchanged.
 PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac);
 
 // A port that did not come up; the message names it and says what to check.

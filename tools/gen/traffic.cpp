@@ -33,6 +33,8 @@ struct Engine::StreamState {
 struct Engine::PortState {
     uint16_t id = 0;
     uint16_t index = 0;
+    uint16_t rx_queues = 1;
+    uint16_t next_rxq = 0;         // received from in turn
     std::vector<uint16_t> active;  // streams of this port still sending
     std::size_t rr = 0;
     double frames_per_tsc = 0;  // 0: as fast as the port takes them
@@ -86,6 +88,7 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
         PortState& ps = port_state_[p];
         ps.id = ports_.id(p);
         ps.index = static_cast<uint16_t>(p);
+        ps.rx_queues = ports_.spec(p).queues;
         for (std::size_t k = 0; k < phase.sizes.period(); ++k) {
             ps.sizes.push_back(phase.sizes.at(k));
         }
@@ -365,7 +368,11 @@ uint16_t Engine::receive(PortState& port, uint64_t now) {
     }
     const uint64_t t0 = rte_rdtsc();
     rte_mbuf* pkts[kBurst];
-    const uint16_t n = rte_eth_rx_burst(port.id, 0, pkts, kBurst);
+    const uint16_t queue = port.next_rxq;
+    if (port.rx_queues > 1) {
+        port.next_rxq = static_cast<uint16_t>(queue + 1 == port.rx_queues ? 0 : queue + 1);
+    }
+    const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kBurst);
     if (n == 0) {
         return 0;
     }
