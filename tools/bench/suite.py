@@ -645,6 +645,45 @@ def plot(results, out_dir):
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def switch_load(result):
+    """What the switch's own counters say about its one core over the whole case:
+    conduitd's worker (busy share, cycles per frame received) or OVS's PMD (cycles per
+    frame, the share of frames that missed its flow caches and went up to its slow path)."""
+    c = (result or {}).get("switch_counters") or {}
+    workers = c.get("workers")
+    if workers:
+        w = next(iter(workers.values()))
+        busy, idle = w.get("busy_cycles", 0), w.get("idle_cycles", 0)
+        frames = w.get("rx_packets", 0)
+        return (f"worker busy {100 * busy / max(busy + idle, 1):.0f}% of its polling time, "
+                f"{busy / max(frames, 1):.0f} busy cycles per frame received")
+    text = c.get("pmd_stats")
+    if text:
+        def num(label):
+            m = re.search(rf"{label}: ([0-9.]+)", text)
+            return float(m.group(1)) if m else 0.0
+        rx = num("packets received")
+        up = num("miss with success upcall") + num("miss with failed upcall")
+        return (f"PMD {num('avg processing cycles per packet'):.0f} processing cycles per "
+                f"frame; {100 * up / max(rx, 1):.1f}% of frames missed the flow caches "
+                f"(upcalls), {100 * num('emc hits') / max(rx, 1):.0f}% hit the EMC")
+    return None
+
+
+def why(results):
+    L = ["## What the switches' own counters say", "",
+         "Over each whole case (all sizes, the searches included), from conduitd's worker",
+         "statistics and OVS's `dpif-netdev/pmd-stats-show` (testpmd io keeps none):", ""]
+    for case in CASES:
+        for s in ("conduitd", "OVS-DPDK"):
+            load = switch_load(results[case.key][s])
+            if load:
+                L.append(f"- {case.title}, {s}: {load}.")
+    L += ["", "*(!)*: the generator was busy in at least 90% of its loop: that figure may be",
+          "its limit rather than the switch's (see the ceiling below).", ""]
+    return L
+
+
 def write_report(args, command, results, costs, loads, started_utc, elapsed, out):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
@@ -718,7 +757,7 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
                 f = figures(results[case.key][s], size)
                 L.append(f"| {s} | {size} | {fmt_mpps(f['max'])} | {fmt_mpps(f['pdr'])} | "
                          f"{fmt_mpps(f['ndr'])} | {fmt_us(f['ndr_p50'])} | {fmt_us(f['ndr_p99'])} "
-                         f"| {fmt_pct(f['busy'])} |")
+                         f"| {fmt_pct(f['busy'])}{' (!)' if (f['busy'] or 0) >= 0.9 else ''} |")
         L += ["", "| ratio | size | max | NDR |", "| --- | --- | ---: | ---: |"]
         for size in SIZES:
             cd = figures(results[case.key]["conduitd"], size)
@@ -728,6 +767,7 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
                          f" | {fmt_ratio(ratio(cd['ndr'], o['ndr']))} |")
         L.append("")
     # The generator.
+    L += why(results)
     L += ["## The generator's ceiling", "",
           "So that a generator limit is never read as a switch limit: conduit-gen alone (no",
           "switch, one core) on an in-process loopback ring (no copy), on a memif pair and on",
