@@ -211,7 +211,8 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
     const std::string type = r.string(n["type"], "port type");
     if (type == "vhost-user") {
         p.type = PortType::kVhostUser;
-        r.only_keys(n, {"name", "type", "admin", "socket", "mode", "queues"}, "vhost-user port");
+        r.only_keys(n, {"name", "type", "admin", "socket", "mode", "queues", "mtu", "offloads"},
+                    "vhost-user port");
         if (!n["socket"]) {
             r.fail(n, "vhost-user port '" + p.name + "' has no 'socket' path");
         }
@@ -240,9 +241,10 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
         }
     } else if (type == "ethdev") {
         p.type = PortType::kEthdev;
-        r.only_keys(
-            n, {"name", "type", "admin", "devargs", "queues", "rx_descriptors", "tx_descriptors"},
-            "ethdev port");
+        r.only_keys(n,
+                    {"name", "type", "admin", "devargs", "queues", "rx_descriptors",
+                     "tx_descriptors", "mtu", "offloads"},
+                    "ethdev port");
         if (!n["devargs"]) {
             r.fail(n, "ethdev port '" + p.name +
                           "' has no 'devargs' (a PCI address or a vdev such as "
@@ -265,6 +267,12 @@ PortConfig parse_port(const Reader& r, const YAML::Node& n) {
         }
     } else {
         r.fail(n["type"], "unknown port type '" + type + "' (known: vhost-user, ethdev)");
+    }
+    if (n["mtu"]) {
+        p.mtu = r.integer<uint32_t>(n["mtu"], "mtu", kMinPortMtu, kMaxPortMtu);
+    }
+    if (n["offloads"]) {
+        p.offloads = r.boolean(n["offloads"], "offloads");
     }
     if (n["admin"]) {
         const std::string admin = r.string(n["admin"], "admin");
@@ -400,6 +408,10 @@ bool PortConfig::same_endpoint(const PortConfig& o) const {
     if (type != o.type) {
         return false;
     }
+    if (mtu != o.mtu || offloads != o.offloads) {
+        return false;  // a guest negotiates features once per connection; a device is configured
+                       // once
+    }
     if (type == PortType::kVhostUser) {
         return socket == o.socket && mode == o.mode && queues == o.queues;
     }
@@ -431,6 +443,10 @@ bool valid_name(const std::string& name) {
 std::optional<std::string> port_problem(const PortConfig& p) {
     if (!valid_name(p.name)) {
         return "port name '" + p.name + "' must be 1-32 letters, digits or '_'";
+    }
+    if (p.mtu < kMinPortMtu || p.mtu > kMaxPortMtu) {
+        return "mtu must be between " + std::to_string(kMinPortMtu) + " and " +
+               std::to_string(kMaxPortMtu);
     }
     if (p.type == PortType::kVhostUser) {
         if (p.socket.empty() || p.socket[0] != '/') {

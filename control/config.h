@@ -29,11 +29,20 @@ inline constexpr uint16_t kMaxDescriptors = 16384;
 inline constexpr uint64_t kMaxAgingSeconds = 1'000'000;
 inline constexpr uint32_t kMaxMacTableSize = 1u << 24;
 inline constexpr std::size_t kMaxBridges = 256;
+// Port MTU (sw::kMinMtu..sw::kMaxMtu; kept here so the config needs no DPDK header).
+inline constexpr uint32_t kMinPortMtu = 68;
+inline constexpr uint32_t kMaxPortMtu = 9216;
+inline constexpr uint32_t kDefaultPortMtu = 1500;
 
 struct PortConfig {
     std::string name;
     PortType type = PortType::kVhostUser;
     bool admin_up = true;  // admin down: kept and connected, but not forwarded to or from
+    // Both types: the largest IP packet carried (frames up to mtu + 22 bytes), and whether
+    // checksum and TCP segmentation offloads are negotiated with the guest (vhost-user)
+    // or used on the device (ethdev).
+    uint32_t mtu = kDefaultPortMtu;
+    bool offloads = true;
     // vhost-user
     std::string socket;
     VhostMode mode = VhostMode::kClient;

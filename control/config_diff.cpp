@@ -84,6 +84,12 @@ std::string describe_port(const PortConfig& p) {
         out += " " + p.devargs;
     }
     out += ", " + std::to_string(p.queues) + (p.queues == 1 ? " queue" : " queues");
+    if (p.mtu != kDefaultPortMtu) {
+        out += ", mtu " + std::to_string(p.mtu);
+    }
+    if (!p.offloads) {
+        out += ", offloads off";
+    }
     if (p.type == PortType::kEthdev) {
         out += ", " + std::to_string(p.rx_descriptors) + "/" + std::to_string(p.tx_descriptors) +
                " descriptors";

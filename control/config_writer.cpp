@@ -94,6 +94,8 @@ std::string config_to_yaml(const Config& c, const std::string& header) {
             if (!p.admin_up) {
                 y << "        admin: down\n";
             }
+            y << "        mtu: " << p.mtu << '\n';
+            y << "        offloads: " << (p.offloads ? "true" : "false") << '\n';
             if (p.type == PortType::kVhostUser) {
                 y << "        socket: " << scalar(p.socket) << '\n';
                 y << "        mode: " << vhost_mode_name(p.mode) << '\n';

@@ -106,6 +106,16 @@ std::string absolute(const std::string& path) {
     return ec ? path : p.lexically_normal().string();
 }
 
+bool parse_switch(const std::string& what, const std::string& value) {
+    if (value == "true" || value == "on" || value == "yes") {
+        return true;
+    }
+    if (value == "false" || value == "off" || value == "no") {
+        return false;
+    }
+    throw UsageError(what + " must be on or off, not '" + value + "'");
+}
+
 uint64_t parse_number(const std::string& what, const std::string& value) {
     std::size_t used = 0;
     unsigned long long n = 0;
@@ -160,11 +170,19 @@ int show_ports(Context& c, const Parsed& p) {
     }
     if (!p.args.empty()) {
         const json& port = ports.at(0);
-        for (const char* key : {"name", "bridge", "type", "endpoint", "mode", "queues", "state",
-                                "admin", "rx_descriptors", "tx_descriptors", "capturing"}) {
+        for (const char* key :
+             {"name", "bridge", "type", "endpoint", "mode", "queues", "state", "admin",
+              "rx_descriptors", "tx_descriptors", "mtu", "offloads", "capturing"}) {
             if (port.contains(key)) {
                 c.out << std::left << std::setw(20) << key << text(port[key]) << '\n';
             }
+        }
+        for (const char* key : {"offloads_from_port", "offloads_to_port"}) {
+            std::string list;
+            for (const auto& o : port.value(key, json::array())) {
+                list += (list.empty() ? "" : ",") + text(o);
+            }
+            c.out << std::left << std::setw(20) << key << (list.empty() ? "-" : list) << '\n';
         }
         for (const auto& [name, value] : port["counters"].items()) {
             c.out << std::left << std::setw(20) << name << num(value) << '\n';
@@ -371,6 +389,12 @@ int add_port(Context& c, const Parsed& p) {
     if (p.has("queues")) {
         params["queues"] = parse_number("--queues", p.get("queues"));
     }
+    if (p.has("mtu")) {
+        params["mtu"] = parse_number("--mtu", p.get("mtu"));
+    }
+    if (p.has("offloads")) {
+        params["offloads"] = parse_switch("--offloads", p.get("offloads"));
+    }
     if (p.has("admin")) {
         params["admin"] = p.get("admin");
     }
@@ -382,9 +406,9 @@ int del_port(Context& c, const Parsed& p) {
         c, c.client.call("port.del", {{"name", p.args[0]}, {"if_exists", p.has("if-exists")}}));
 }
 
-// KEY=VALUE words into params; numeric keys become numbers.
+// KEY=VALUE words into params; numeric keys become numbers, switches booleans.
 json settings(const std::vector<std::string>& words, const std::set<std::string>& keys,
-              const std::set<std::string>& numeric) {
+              const std::set<std::string>& numeric, const std::set<std::string>& switches = {}) {
     json params = json::object();
     for (const auto& word : words) {
         const auto eq = word.find('=');
@@ -403,6 +427,8 @@ json settings(const std::vector<std::string>& words, const std::set<std::string>
         }
         if (numeric.contains(key)) {
             params[key] = parse_number(key, value);
+        } else if (switches.contains(key)) {
+            params[key] = parse_switch(key, value);
         } else {
             params[key] = key == "socket" ? absolute(value) : value;
         }
@@ -414,10 +440,10 @@ json settings(const std::vector<std::string>& words, const std::set<std::string>
 }
 
 int set_port(Context& c, const Parsed& p) {
-    json params = settings(
-        {p.args.begin() + 1, p.args.end()},
-        {"admin", "socket", "mode", "queues", "devargs", "rx_descriptors", "tx_descriptors"},
-        {"queues", "rx_descriptors", "tx_descriptors"});
+    json params = settings({p.args.begin() + 1, p.args.end()},
+                           {"admin", "socket", "mode", "queues", "devargs", "rx_descriptors",
+                            "tx_descriptors", "mtu", "offloads"},
+                           {"queues", "rx_descriptors", "tx_descriptors", "mtu"}, {"offloads"});
     params["name"] = p.args[0];
     return print_change(c, c.client.call("port.set", params));
 }
@@ -637,6 +663,14 @@ std::vector<Command> build_commands() {
           {"queues", 0, "N", "queue pairs (default 1)", {}, false},
           {"rx-descriptors", 0, "N", "ethdev receive ring size", {}, false},
           {"tx-descriptors", 0, "N", "ethdev transmit ring size", {}, false},
+          {"mtu", 0, "N", "largest packet carried (default 1500; 68-9216)", {}, false},
+          {"offloads",
+           0,
+           "on|off",
+           "checksum and TCP segmentation offloads: negotiated with the guest, or the "
+           "device's (default on)",
+           {"on", "off"},
+           false},
           {"admin", 0, "STATE", "up (default) or down", {"up", "down"}, false},
           kMayExist},
          add_port});
@@ -650,15 +684,16 @@ std::vector<Command> build_commands() {
         {"set port",
          "change a port's settings",
          "admin=up|down takes effect at once (down: kept and connected, not forwarded to or "
-         "from). socket, mode, queues, devargs, rx_descriptors, tx_descriptors re-create the "
-         "port: its guest reconnects.",
+         "from). socket, mode, queues, devargs, rx_descriptors, tx_descriptors, mtu and "
+         "offloads=on|off re-create the port: its guest reconnects (a guest that already "
+         "negotiated offloads must reset its card to drop them).",
          {{"PORT", K::kPort},
           {"KEY=VALUE",
            K::kSetting,
            true,
            true,
            {"admin=", "socket=", "mode=", "queues=", "devargs=", "rx_descriptors=",
-            "tx_descriptors="}}},
+            "tx_descriptors=", "mtu=", "offloads="}}},
          {},
          set_port});
     list.push_back({"set bridge",
@@ -1062,6 +1097,9 @@ std::vector<std::string> complete(const std::vector<std::string>& all_words, std
             }
             if (key == "mode") {
                 return {"mode=client", "mode=server"};
+            }
+            if (key == "offloads") {
+                return {"offloads=on", "offloads=off"};
             }
             if (key == "socket") {
                 return {"__files__"};

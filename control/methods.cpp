@@ -12,6 +12,7 @@
 #include "control/config_diff.h"
 #include "control/running_config.h"
 #include "dataplane/dataplane.h"
+#include "switch/offload.h"
 
 namespace conduit::control {
 
@@ -92,13 +93,37 @@ json counters_json(const dp::CounterList& list) {
     return out;
 }
 
+// TxCaps bits as names.
+json offload_list(uint8_t offloads) {
+    json out = json::array();
+    if (offloads & sw::TxCaps::kTcpCsum) {
+        out.push_back("tcp_csum");
+    }
+    if (offloads & sw::TxCaps::kUdpCsum) {
+        out.push_back("udp_csum");
+    }
+    if (offloads & sw::TxCaps::kTso4) {
+        out.push_back("tso4");
+    }
+    if (offloads & sw::TxCaps::kTso6) {
+        out.push_back("tso6");
+    }
+    return out;
+}
+
 json port_json(const dp::Dataplane& dp, const dp::PortEntry& e) {
     const PortConfig& c = e.config;
+    // A guest's offloads are those of its current connection; a device's, once started.
+    const bool negotiated = e.port->is_up() || c.type == PortType::kEthdev;
     json p = {{"name", c.name},
               {"bridge", dp.bridge(e.bridge).name},
               {"type", port_type_name(c.type)},
               {"endpoint", e.port->endpoint()},
               {"queues", c.queues},
+              {"mtu", c.mtu},
+              {"offloads", c.offloads},
+              {"offloads_from_port", offload_list(negotiated ? e.port->rx_offloads() : 0)},
+              {"offloads_to_port", offload_list(negotiated ? e.port->tx_caps().offloads : 0)},
               {"state", e.port->is_up() ? "up" : "down"},
               {"admin", c.admin_up ? "up" : "down"},
               {"capturing", e.port->capture() != nullptr},
@@ -211,6 +236,12 @@ void read_port_settings(Params& params, PortConfig& p) {
         }
         p.admin_up = *v == "up";
     }
+    if (auto v = params.opt_integer("mtu", kMinPortMtu, kMaxPortMtu)) {
+        p.mtu = static_cast<uint32_t>(*v);
+    }
+    if (auto v = params.opt_flag("offloads")) {
+        p.offloads = *v;
+    }
 }
 
 Config parse_params_config(Params& params) {
@@ -233,7 +264,9 @@ json config_to_json(const Config& c) {
             json port = {{"name", p.name},
                          {"type", port_type_name(p.type)},
                          {"admin", p.admin_up ? "up" : "down"},
-                         {"queues", p.queues}};
+                         {"queues", p.queues},
+                         {"mtu", p.mtu},
+                         {"offloads", p.offloads}};
             if (p.type == PortType::kVhostUser) {
                 port["socket"] = p.socket;
                 port["mode"] = vhost_mode_name(p.mode);
@@ -408,7 +441,7 @@ void register_methods(rpc::Dispatcher& d, dp::Dataplane& dp, RunningConfig& runn
     });
     d.add("port.add", "add a vhost-user or ethdev port to a bridge",
           "bridge, name, [type], socket | devargs, [mode], [queues], [rx_descriptors], "
-          "[tx_descriptors], [admin], [may_exist]",
+          "[tx_descriptors], [mtu], [offloads], [admin], [may_exist]",
           [&running](Params& p) {
               const std::string bridge = p.string("bridge");
               PortConfig port;
@@ -478,7 +511,7 @@ void register_methods(rpc::Dispatcher& d, dp::Dataplane& dp, RunningConfig& runn
     d.add("port.set",
           "change a port: admin state (live), or its endpoint settings (the port is re-created)",
           "name, [admin], [socket], [mode], [queues], [devargs], [rx_descriptors], "
-          "[tx_descriptors]",
+          "[tx_descriptors], [mtu], [offloads]",
           [&running](Params& p) {
               const std::string name = p.string("name");
               const Config current = running.snapshot();
@@ -486,7 +519,7 @@ void register_methods(rpc::Dispatcher& d, dp::Dataplane& dp, RunningConfig& runn
               PortConfig port = existing != nullptr ? *existing : PortConfig{};
               const bool any = p.has("admin") || p.has("socket") || p.has("mode") ||
                                p.has("queues") || p.has("devargs") || p.has("rx_descriptors") ||
-                               p.has("tx_descriptors");
+                               p.has("tx_descriptors") || p.has("mtu") || p.has("offloads");
               read_port_settings(p, port);
               p.done();
               if (existing == nullptr) {

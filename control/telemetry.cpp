@@ -38,6 +38,16 @@ void add_port(rte_tel_data* d, const dp::Dataplane& dp, const dp::PortEntry& ent
     rte_tel_data_add_dict_string(d, "bridge", dp.bridge(entry.bridge).name.c_str());
     rte_tel_data_add_dict_string(d, "state", port.is_up() ? "up" : "down");
     rte_tel_data_add_dict_string(d, "admin", entry.config.admin_up ? "up" : "down");
+    rte_tel_data_add_dict_u64(d, "mtu", entry.config.mtu);
+    rte_tel_data_add_dict_string(d, "offloads", entry.config.offloads ? "on" : "off");
+    // Negotiated with the connected guest, or the device's.
+    const bool negotiated = port.is_up() || entry.config.type == PortType::kEthdev;
+    rte_tel_data_add_dict_string(
+        d, "offloads_from_port",
+        sw::describe_offloads(negotiated ? port.rx_offloads() : 0).c_str());
+    rte_tel_data_add_dict_string(
+        d, "offloads_to_port",
+        sw::describe_offloads(negotiated ? port.tx_caps().offloads : 0).c_str());
     for (const auto& [name, value] : dp.port_counters(port.index())) {
         rte_tel_data_add_dict_u64(d, name, value);
     }

@@ -18,6 +18,10 @@
 
 namespace conduit::dp {
 
+// The config checks MTUs without DPDK headers; the datapath's limits must be the same.
+static_assert(control::kMinPortMtu == sw::kMinMtu && control::kMaxPortMtu == sw::kMaxMtu &&
+              control::kDefaultPortMtu == sw::kDefaultMtu);
+
 bool ChangeSet::empty() const {
     return remove_macs.empty() && remove_ports.empty() && remove_bridges.empty() &&
            set_bridges.empty() && set_admin.empty() && add_bridges.empty() && add_ports.empty() &&
@@ -479,7 +483,7 @@ sw::PortIndex Dataplane::add_port_locked(uint16_t bridge_id, const control::Port
     std::unique_ptr<Port> port;
     if (config.type == control::PortType::kVhostUser) {
         VhostUserPort::Options o{config.socket, config.mode == control::VhostMode::kClient,
-                                 config.queues};
+                                 config.queues, config.mtu, config.offloads};
         sw::MacTable* fdb = bridge.fdb.get();
         // Runs on the vhost thread; it must not take the control lock (unregistering a
         // port under that lock waits for this callback).
@@ -490,8 +494,13 @@ sw::PortIndex Dataplane::add_port_locked(uint16_t bridge_id, const control::Port
                                                    fdb->flush_port(p.index());
                                                });
     } else {
-        EthPort::Options o{config.devargs, config.queues, config.rx_descriptors,
-                           config.tx_descriptors, static_cast<unsigned>(workers_.size())};
+        EthPort::Options o{config.devargs,
+                           config.queues,
+                           config.rx_descriptors,
+                           config.tx_descriptors,
+                           static_cast<unsigned>(workers_.size()),
+                           config.mtu,
+                           config.offloads};
         port = std::make_unique<EthPort>(config.name, index, o, pool_);
     }
     port->start();  // throws; nothing is recorded yet

@@ -5,6 +5,9 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "dataplane/log.h"
@@ -64,10 +67,18 @@ void EthPort::start() {
         conf.rx_adv_conf.rss_conf.rss_hf =
             info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
     }
+    plan_offloads(info, conf);
     int rc = rte_eth_dev_configure(port_id_, rx_queues_, tx_queues_, &conf);
     if (rc != 0) {
         throw std::runtime_error("port " + name() +
                                  ": configuring ethdev failed: " + rte_strerror(-rc));
+    }
+    // Also sets the kernel interface's MTU for devices that have one (af_packet, af_xdp,
+    // tap), so the kernel drops longer frames rather than hand them over cut short.
+    rc = rte_eth_dev_set_mtu(port_id_, static_cast<uint16_t>(options_.mtu));
+    if (rc != 0 && rc != -ENOTSUP) {
+        throw std::runtime_error("port " + name() + ": the device refused MTU " +
+                                 std::to_string(options_.mtu) + ": " + rte_strerror(-rc));
     }
     uint16_t rxd = options_.rx_descriptors, txd = options_.tx_descriptors;
     rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &rxd, &txd);
@@ -99,8 +110,119 @@ void EthPort::start() {
     }
     rte_eth_allmulticast_enable(port_id_);
     poll_link();
-    CLOG_INFO("ethdev", "port %s: %s started (%u rx, %u tx queues, link %s)", name().c_str(),
-              options_.devargs.c_str(), rx_queues_, tx_queues_, is_up() ? "up" : "down");
+    CLOG_INFO("ethdev",
+              "port %s: %s started (%u rx, %u tx queues, MTU %u, TX offloads %s, link %s)",
+              name().c_str(), options_.devargs.c_str(), rx_queues_, tx_queues_, options_.mtu,
+              sw::describe_offloads(caps_.offloads).c_str(), is_up() ? "up" : "down");
+}
+
+void EthPort::plan_offloads(const rte_eth_dev_info& info, rte_eth_conf& conf) {
+    const std::string where = "port " + name() + ": ";
+    // The ethdev layer's own rule: frame = MTU + overhead, within max_rx_pktlen.
+    const uint32_t overhead = (info.max_mtu != UINT16_MAX && info.max_rx_pktlen > info.max_mtu)
+                                  ? info.max_rx_pktlen - info.max_mtu
+                                  : RTE_ETHER_HDR_LEN + RTE_ETHER_CRC_LEN;
+    const uint32_t device_max = std::min<uint32_t>(
+        info.max_mtu, info.max_rx_pktlen > overhead ? info.max_rx_pktlen - overhead : 0);
+    if (options_.mtu > device_max || options_.mtu < info.min_mtu) {
+        throw std::runtime_error(
+            where + "the device allows an MTU of " + std::to_string(info.min_mtu) + " to " +
+            std::to_string(device_max) + ", not " + std::to_string(options_.mtu));
+    }
+    const uint64_t capa = info.tx_offload_capa;
+    const bool multi_seg = (capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) != 0;
+    uint64_t tx = multi_seg ? RTE_ETH_TX_OFFLOAD_MULTI_SEGS : 0;
+    const uint32_t max_frame = sw::max_frame_for_mtu(options_.mtu);
+    const uint32_t mbuf_room = rte_pktmbuf_data_room_size(pool_) - RTE_PKTMBUF_HEADROOM;
+    if (max_frame > mbuf_room) {
+        // Such frames span several mbufs, both ways.
+        const std::string limit = std::to_string(mbuf_room - (max_frame - options_.mtu));
+        if (!multi_seg) {
+            throw std::runtime_error(where + "MTU " + std::to_string(options_.mtu) +
+                                     " needs frames longer than one mbuf holds, and the device "
+                                     "cannot send chained mbufs: use an MTU of at most " +
+                                     limit);
+        }
+        if ((info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER) == 0) {
+            throw std::runtime_error(where + "MTU " + std::to_string(options_.mtu) +
+                                     " needs frames longer than one mbuf holds, and the device "
+                                     "cannot receive into chained mbufs: use an MTU of at most " +
+                                     limit);
+        }
+        conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+    }
+    conf.rxmode.mtu = options_.mtu;
+    uint8_t offloads = 0;
+    if (options_.offloads) {
+        if (capa & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) {
+            tx |= RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+            offloads |= sw::TxCaps::kTcpCsum;
+        }
+        if (capa & RTE_ETH_TX_OFFLOAD_UDP_CKSUM) {
+            tx |= RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+            offloads |= sw::TxCaps::kUdpCsum;
+        }
+        // A GSO frame spans many mbufs and leaves its TCP checksum to the device. Over
+        // IPv4 the device rebuilds each segment's header checksum (TX_IP_CKSUM). DPDK
+        // 22.11's tap PMD claims TSO but cannot do it: it refuses a frame whose MSS plus
+        // headers exceeds the MTU (every full-sized segment) and sends IPv6 ones unsegmented.
+        const bool tso = (capa & RTE_ETH_TX_OFFLOAD_TCP_TSO) && multi_seg &&
+                         (capa & RTE_ETH_TX_OFFLOAD_TCP_CKSUM) &&
+                         std::string(info.driver_name) != "net_tap";
+        if (tso && (capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM)) {
+            tx |= RTE_ETH_TX_OFFLOAD_TCP_TSO | RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+            offloads |= sw::TxCaps::kTso4;
+        }
+        if (tso) {
+            tx |= RTE_ETH_TX_OFFLOAD_TCP_TSO;
+            offloads |= sw::TxCaps::kTso6;
+        }
+    }
+    conf.txmode.offloads = tx;
+    caps_ = sw::TxCaps{max_frame, offloads};
+}
+
+uint16_t EthPort::prepare_offloads(uint16_t queue, rte_mbuf** pkts, uint16_t count,
+                                   sw::PortCounters& counters) {
+    uint16_t kept = 0;
+    bool any = false;
+    for (uint16_t i = 0; i < count; ++i) {
+        rte_mbuf* m = pkts[i];
+        if (sw::has_tx_offload(*m)) {
+            if (!sw::exclusive(*m)) {
+                rte_mbuf* copy = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
+                rte_pktmbuf_free(m);
+                if (copy == nullptr) {
+                    counters.drop_tx_offload_failed.add(1);
+                    continue;
+                }
+                m = copy;
+            }
+            if ((m->ol_flags & (RTE_MBUF_F_TX_TCP_SEG | RTE_MBUF_F_TX_IPV4)) ==
+                (RTE_MBUF_F_TX_TCP_SEG | RTE_MBUF_F_TX_IPV4)) {
+                m->ol_flags |= RTE_MBUF_F_TX_IP_CKSUM;
+            }
+            any = true;
+        }
+        pkts[kept++] = m;
+    }
+    if (!any) {
+        return kept;
+    }
+    // The device's checks and fix-ups (pseudo-header sums as it wants them); a frame it
+    // refuses is dropped and counted, the rest go on.
+    uint16_t done = 0;
+    while (done < kept) {
+        done = static_cast<uint16_t>(done + rte_eth_tx_prepare(port_id_, queue, pkts + done,
+                                                               static_cast<uint16_t>(kept - done)));
+        if (done < kept) {
+            counters.drop_tx_error.add(1);
+            rte_pktmbuf_free(pkts[done]);
+            std::memmove(pkts + done, pkts + done + 1, (kept - done - 1) * sizeof pkts[0]);
+            --kept;
+        }
+    }
+    return kept;
 }
 
 void EthPort::stop() {
@@ -144,6 +266,9 @@ void EthPort::transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
         return;
     }
     const uint16_t queue = static_cast<uint16_t>(worker % tx_queues_);
+    if (caps_.offloads != 0) {
+        count = prepare_offloads(queue, pkts, count, counters);
+    }
     // Count bytes first: once handed to the PMD the mbufs may already be freed.
     const uint64_t bytes = burst_bytes(pkts, count);
     uint16_t sent;

@@ -3,8 +3,15 @@
 // net_tap. The uplink of the startup config is handed to the EAL (see Eal); one added
 // later is probed then (a virtual device, or a PCI device the EAL was allowed to use),
 // and a removed one is detached, so it can be added again.
+//
+// MTU: the device is configured for it (receiving into chained mbufs when a frame
+// outgrows one, if the device can) and frames longer than it allows are dropped on
+// transmit. Offloads: the device's own TX checksum and TCP segmentation offloads
+// (tx_offload_capa) are used when it has them; otherwise the switch completes frames
+// itself before they reach the port (sw::TxFitter). Frames received carry no offload.
 #pragma once
 
+#include <rte_ethdev.h>
 #include <rte_spinlock.h>
 
 #include <atomic>
@@ -23,6 +30,8 @@ class EthPort final : public Port {
         uint16_t rx_descriptors = 1024;
         uint16_t tx_descriptors = 1024;
         unsigned workers = 1;
+        uint32_t mtu = sw::kDefaultMtu;
+        bool offloads = true;  // use the device's TX offloads when it has them
     };
 
     EthPort(std::string name, sw::PortIndex index, Options options, rte_mempool* pool);
@@ -41,6 +50,7 @@ class EthPort final : public Port {
     void poll_link();
 
     bool is_up() const override { return link_up_.load(std::memory_order_relaxed); }
+    sw::TxCaps tx_caps() const override { return caps_; }
     uint16_t receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
                      sw::PortCounters& counters) override;
     void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
@@ -50,6 +60,14 @@ class EthPort final : public Port {
     static std::string device_name(const std::string& devargs);
 
   private:
+    // Decides the device's TX offloads, receive mode and MTU-related settings into `conf`
+    // and caps_; throws when the MTU is beyond what the device (or one mbuf) allows.
+    void plan_offloads(const rte_eth_dev_info& info, rte_eth_conf& conf);
+    // Frames whose offload the device completes: made private when shared (the PMD and
+    // rte_eth_tx_prepare write into them) and checked by the device. Returns the frames kept.
+    uint16_t prepare_offloads(uint16_t queue, rte_mbuf** pkts, uint16_t count,
+                              sw::PortCounters& counters);
+
     Options options_;
     rte_mempool* pool_;
     uint16_t port_id_ = 0;
@@ -61,6 +79,8 @@ class EthPort final : public Port {
     std::atomic<bool> link_up_{false};
     // Workers poll every port from the start; an ethdev answers only once it is started.
     std::atomic<bool> ready_{false};
+    // Set by start() before ready_; workers read it only after ready_.
+    sw::TxCaps caps_{};
     rte_spinlock_t tx_lock_[64];  // workers are at most 64 (config)
 };
 

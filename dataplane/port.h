@@ -7,6 +7,7 @@
 #include <string>
 
 #include "switch/counters.h"
+#include "switch/offload.h"
 #include "switch/types.h"
 
 struct rte_mbuf;
@@ -34,6 +35,13 @@ class Port {
 
     // Datapath.
     virtual bool is_up() const = 0;
+    // What the port takes: its MTU and the offloads its guest or device completes. A
+    // worker reads this once per transmit burst and fits the burst to it (sw::TxFitter);
+    // a vhost-user port reads its connection first, so the caps belong to the guest the
+    // burst then goes to.
+    virtual sw::TxCaps tx_caps() const = 0;
+    // The offloads the port's guest asks of the switch (TxCaps bits), for reports.
+    virtual uint8_t rx_offloads() const { return 0; }
     virtual uint16_t receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
                              sw::PortCounters& counters) = 0;
     virtual void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,

@@ -68,12 +68,11 @@ const rte_vhost_device_ops kDeviceOps = {
     .reserved = {nullptr},
 };
 
-// Offloads are not negotiated yet: every frame crossing the switch is a complete,
-// checksummed Ethernet frame that any port (the uplink included) can send as it is.
 // virtio-net feature bits (virtio 1.2, 5.1.3); linux/virtio_net.h clashes with DPDK's headers.
 enum : unsigned {
     VIRTIO_NET_F_CSUM = 0,
     VIRTIO_NET_F_GUEST_CSUM = 1,
+    VIRTIO_NET_F_GSO = 6,
     VIRTIO_NET_F_GUEST_TSO4 = 7,
     VIRTIO_NET_F_GUEST_TSO6 = 8,
     VIRTIO_NET_F_GUEST_ECN = 9,
@@ -82,13 +81,44 @@ enum : unsigned {
     VIRTIO_NET_F_HOST_TSO6 = 12,
     VIRTIO_NET_F_HOST_ECN = 13,
     VIRTIO_NET_F_HOST_UFO = 14,
+    VIRTIO_NET_F_MRG_RXBUF = 15,
 };
-constexpr uint64_t kDisabledFeatures =
-    (1ULL << VIRTIO_NET_F_CSUM) | (1ULL << VIRTIO_NET_F_GUEST_CSUM) |
-    (1ULL << VIRTIO_NET_F_GUEST_TSO4) | (1ULL << VIRTIO_NET_F_GUEST_TSO6) |
-    (1ULL << VIRTIO_NET_F_GUEST_ECN) | (1ULL << VIRTIO_NET_F_GUEST_UFO) |
-    (1ULL << VIRTIO_NET_F_HOST_TSO4) | (1ULL << VIRTIO_NET_F_HOST_TSO6) |
-    (1ULL << VIRTIO_NET_F_HOST_ECN) | (1ULL << VIRTIO_NET_F_HOST_UFO);
+constexpr uint64_t bit(unsigned feature) {
+    return uint64_t{1} << feature;
+}
+
+// Never offered. UFO: Linux no longer sends it and segmenting UDP is not done here. ECN:
+// DPDK 22.11's enqueue never sets VIRTIO_NET_HDR_GSO_ECN, so a GSO frame carrying CWR could
+// not be described to a receiving guest as the spec requires; without HOST_ECN a guest
+// segments its few CWR-marked frames itself. GSO (the legacy "any GSO type") likewise.
+constexpr uint64_t kNeverOffered = bit(VIRTIO_NET_F_GSO) | bit(VIRTIO_NET_F_GUEST_ECN) |
+                                   bit(VIRTIO_NET_F_GUEST_UFO) | bit(VIRTIO_NET_F_HOST_ECN) |
+                                   bit(VIRTIO_NET_F_HOST_UFO);
+// The checksum and TCP segmentation offloads a port with `offloads: true` offers.
+constexpr uint64_t kOffloadFeatures = bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_GUEST_CSUM) |
+                                      bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6) |
+                                      bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6);
+
+// What a guest that negotiated `features` takes (GUEST_*) and sends (CSUM, HOST_*).
+uint8_t guest_takes(uint64_t features) {
+    if ((features & bit(VIRTIO_NET_F_GUEST_CSUM)) == 0) {
+        return 0;  // the TSO features depend on it (virtio 1.2, 5.1.3.1)
+    }
+    uint8_t caps = sw::TxCaps::kTcpCsum | sw::TxCaps::kUdpCsum;
+    caps |= (features & bit(VIRTIO_NET_F_GUEST_TSO4)) ? sw::TxCaps::kTso4 : 0;
+    caps |= (features & bit(VIRTIO_NET_F_GUEST_TSO6)) ? sw::TxCaps::kTso6 : 0;
+    return caps;
+}
+
+uint8_t guest_sends(uint64_t features) {
+    if ((features & bit(VIRTIO_NET_F_CSUM)) == 0) {
+        return 0;
+    }
+    uint8_t caps = sw::TxCaps::kTcpCsum | sw::TxCaps::kUdpCsum;
+    caps |= (features & bit(VIRTIO_NET_F_HOST_TSO4)) ? sw::TxCaps::kTso4 : 0;
+    caps |= (features & bit(VIRTIO_NET_F_HOST_TSO6)) ? sw::TxCaps::kTso6 : 0;
+    return caps;
+}
 
 }  // namespace
 
@@ -106,7 +136,8 @@ VhostUserPort::VhostUserPort(std::string name, sw::PortIndex index, Options opti
       options_(std::move(options)),
       pool_(pool),
       rcu_(rcu),
-      on_down_(std::move(on_down)) {
+      on_down_(std::move(on_down)),
+      tx_caps_(sw::TxCaps{sw::max_frame_for_mtu(options_.mtu), 0}.pack()) {
     if (options_.queue_pairs == 0 || options_.queue_pairs > kMaxQueuePairs) {
         throw std::invalid_argument("port " + this->name() + ": queues must be 1.." +
                                     std::to_string(kMaxQueuePairs));
@@ -119,7 +150,10 @@ VhostUserPort::~VhostUserPort() {
 
 void VhostUserPort::start() {
     const std::string& path = options_.socket;
-    uint64_t flags = 0;
+    // Compliant offload flags: a partial checksum the library cannot describe to us
+    // (a tunnel's inner header, say) it completes itself, where the legacy mode would
+    // drop the request and leave the checksum wrong.
+    uint64_t flags = RTE_VHOST_USER_NET_COMPLIANT_OL_FLAGS;
     if (options_.client) {
         flags |= RTE_VHOST_USER_CLIENT;  // and reconnect, which is the library's default
     } else {
@@ -145,16 +179,17 @@ void VhostUserPort::start() {
         throw std::runtime_error("port " + name() + ": cannot register vhost-user socket " + path);
     }
     registered_ = true;
-    if (rte_vhost_driver_disable_features(path.c_str(), kDisabledFeatures) != 0 ||
+    const uint64_t disabled = kNeverOffered | (options_.offloads ? 0 : kOffloadFeatures);
+    if (rte_vhost_driver_disable_features(path.c_str(), disabled) != 0 ||
         rte_vhost_driver_callback_register(path.c_str(), &kDeviceOps) != 0 ||
         rte_vhost_driver_start(path.c_str()) != 0) {
         stop();
         throw std::runtime_error("port " + name() + ": cannot start vhost-user socket " + path +
                                  (options_.client ? "" : " (is the directory writable?)"));
     }
-    CLOG_INFO("vhost", "port %s: %s %s", name().c_str(),
+    CLOG_INFO("vhost", "port %s: %s %s (MTU %u, offloads %s)", name().c_str(),
               options_.client ? "client mode, connecting to" : "server mode, listening on",
-              path.c_str());
+              path.c_str(), options_.mtu, options_.offloads ? "offered" : "off");
 }
 
 void VhostUserPort::stop() {
@@ -179,9 +214,35 @@ void VhostUserPort::attach(int vid) {
         rte_vhost_enable_guest_notification(vid, v, 0);
     }
     refresh_tx_vrings();
+    uint64_t features = 0;
+    rte_vhost_get_negotiated_features(vid, &features);
+    const uint8_t takes = guest_takes(features);
+    const uint8_t sends = guest_sends(features);
+    // Published before vid_: a worker that sees this connection sees its caps.
+    tx_caps_.store(sw::TxCaps{sw::max_frame_for_mtu(options_.mtu), takes}.pack(),
+                   std::memory_order_relaxed);
+    rx_offloads_.store(sends, std::memory_order_relaxed);
     vid_.store(vid, std::memory_order_release);
     connects_.fetch_add(1);
-    CLOG_NOTICE("vhost", "port %s: guest connected (%u vrings)", name().c_str(), vrings);
+    CLOG_NOTICE("vhost",
+                "port %s: guest connected (%u vrings; offloads from the guest: %s, to it: %s; "
+                "%s receive buffers)",
+                name().c_str(), vrings, sw::describe_offloads(sends).c_str(),
+                sw::describe_offloads(takes).c_str(),
+                (features & bit(VIRTIO_NET_F_MRG_RXBUF)) ? "mergeable" : "single");
+    uint16_t card_mtu = 0;
+    if (rte_vhost_get_mtu(vid, &card_mtu) == 0 && card_mtu > options_.mtu) {
+        CLOG_WARN("vhost",
+                  "port %s: the guest's card says MTU %u but the port's mtu is %u: frames "
+                  "longer than %u bytes to it are dropped (drop_tx_too_big); set the port's mtu",
+                  name().c_str(), card_mtu, options_.mtu, sw::max_frame_for_mtu(options_.mtu));
+    }
+}
+
+sw::TxCaps VhostUserPort::tx_caps() const {
+    // The acquire load of vid_ orders this after the attach that stored the caps.
+    (void)vid_.load(std::memory_order_acquire);
+    return sw::TxCaps::unpack(tx_caps_.load(std::memory_order_relaxed));
 }
 
 void VhostUserPort::detach() {
@@ -232,8 +293,46 @@ uint16_t VhostUserPort::receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
         if (waiting != 0 && rte_mempool_avail_count(pool_) < std::min<uint32_t>(waiting, max)) {
             counters.drop_rx_nombuf.add(1);
         }
+        return 0;
+    }
+    // A guest without checksum or segmentation offload never sends offload requests.
+    if (rx_offloads_.load(std::memory_order_relaxed) != 0) {
+        return take_offloads(pkts, got, counters);
     }
     return got;
+}
+
+uint16_t VhostUserPort::take_offloads(rte_mbuf** pkts, uint16_t count, sw::PortCounters& counters) {
+    uint16_t kept = 0;
+    uint64_t gso = 0, partial = 0, invalid = 0, invalid_bytes = 0;
+    for (uint16_t i = 0; i < count; ++i) {
+        rte_mbuf* m = pkts[i];
+        switch (sw::take_guest_offload(m)) {
+            case sw::GuestOffload::kNone:
+                break;
+            case sw::GuestOffload::kChecksum:
+                ++partial;
+                break;
+            case sw::GuestOffload::kGso:
+                ++gso;
+                break;
+            case sw::GuestOffload::kInvalid:
+                ++invalid;
+                invalid_bytes += rte_pktmbuf_pkt_len(m);
+                rte_pktmbuf_free(m);
+                continue;
+        }
+        pkts[kept++] = m;
+    }
+    counters.rx_gso.add(gso);
+    counters.rx_csum_partial.add(partial);
+    if (invalid != 0) {
+        // Received, so counted as received like any other frame dropped on input.
+        counters.rx_packets.add(invalid);
+        counters.rx_bytes.add(invalid_bytes);
+        counters.drop_rx_bad_offload.add(invalid);
+    }
+    return kept;
 }
 
 void VhostUserPort::transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,

@@ -3,6 +3,12 @@
 //
 // Client mode (the default) connects to the socket the guest listens on and keeps
 // reconnecting, so conduitd can restart while the guest waits. Server mode listens.
+//
+// Offloads (on by default): the guest may negotiate checksum and TCP segmentation offload
+// in both directions (VIRTIO_NET_F_CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6). Frames it
+// sends get transmit metadata on receive (sw::take_guest_offload); what it negotiated for
+// its own receive side becomes the port's TxCaps. ECN and UFO are never offered (see
+// vhost_port.cpp). Frames longer than the port's MTU allows are dropped on transmit.
 #pragma once
 
 #include <array>
@@ -25,6 +31,8 @@ class VhostUserPort final : public Port {
         std::string socket;
         bool client = true;
         uint16_t queue_pairs = 1;
+        uint32_t mtu = sw::kDefaultMtu;
+        bool offloads = true;
     };
     // Called on the vhost thread after the guest went away and no worker uses it any more.
     using OnDown = std::function<void(VhostUserPort&)>;
@@ -41,6 +49,8 @@ class VhostUserPort final : public Port {
     bool client() const { return options_.client; }
 
     bool is_up() const override { return vid_.load(std::memory_order_acquire) >= 0; }
+    sw::TxCaps tx_caps() const override;
+    uint8_t rx_offloads() const override { return rx_offloads_.load(std::memory_order_relaxed); }
     uint16_t receive(uint16_t queue, rte_mbuf** pkts, uint16_t max,
                      sw::PortCounters& counters) override;
     void transmit(unsigned worker, rte_mbuf** pkts, uint16_t count,
@@ -57,6 +67,9 @@ class VhostUserPort final : public Port {
     static constexpr uint16_t kMaxVrings = 2 * kMaxQueuePairs;
 
     void refresh_tx_vrings();
+    // Turns the offload requests of received frames into transmit metadata; drops (and
+    // counts) those that cannot be carried out. Returns the frames kept.
+    uint16_t take_offloads(rte_mbuf** pkts, uint16_t count, sw::PortCounters& counters);
 
     Options options_;
     rte_mempool* pool_;
@@ -69,6 +82,9 @@ class VhostUserPort final : public Port {
     std::array<std::atomic<uint16_t>, kMaxQueuePairs> tx_vrings_{};
     std::atomic<uint16_t> tx_vring_count_{0};
     std::atomic<uint64_t> connects_{0};
+    // Set on attach, before vid_: what the connected guest negotiated.
+    std::atomic<uint64_t> tx_caps_;
+    std::atomic<uint8_t> rx_offloads_{0};
 };
 
 }  // namespace conduit::dp

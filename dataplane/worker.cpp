@@ -63,20 +63,49 @@ Worker::Worker(Dataplane& dp, unsigned id, unsigned lcore, unsigned cpu, Backoff
       backoff_(backoff),
       nice_(nice),
       counters_(std::make_unique<sw::WorkerCounters>()),
-      forwarder_(*this, *counters_) {}
+      forwarder_(*this, *counters_),
+      fitter_(dp.pool()) {}
+
+namespace {
+
+// Hands the bursts the fitter makes to the port (and to its capture, if one runs): a
+// capture of what goes out shows what the port was given, segments and all.
+class PortSender final : public sw::BurstSender {
+  public:
+    PortSender(Port& port, unsigned worker, sw::PortCounters& counters)
+        : port_(port), worker_(worker), counters_(counters), capture_(port.capture()) {}
+
+    void send(rte_mbuf** pkts, uint16_t count) override {
+        if (capture_ != nullptr) [[unlikely]] {
+            capture_->offer(pkts, count, Capture::kOut, static_cast<uint16_t>(worker_));
+        }
+        port_.transmit(worker_, pkts, count, counters_);
+    }
+
+  private:
+    Port& port_;
+    unsigned worker_;
+    sw::PortCounters& counters_;
+    Capture* capture_;
+};
+
+}  // namespace
 
 void Worker::transmit(sw::PortIndex port, rte_mbuf** pkts, uint16_t count) {
     Port* p = state_->ports[port];
+    sw::PortCounters& counters = counters_->ports[port];
     if (p == nullptr) {
         // Removed (or set admin down) while a MAC entry still named it.
-        counters_->ports[port].drop_tx_port_down.add(count);
+        counters.drop_tx_port_down.add(count);
         rte_pktmbuf_free_bulk(pkts, count);
         return;
     }
-    if (Capture* capture = p->capture(); capture != nullptr) [[unlikely]] {
-        capture->offer(pkts, count, Capture::kOut, static_cast<uint16_t>(id_));
+    PortSender sender(*p, id_, counters);
+    if (!p->is_up()) [[unlikely]] {
+        sender.send(pkts, count);  // nothing to fit: the port counts them as not sent
+        return;
     }
-    p->transmit(id_, pkts, count, counters_->ports[port]);
+    fitter_.send(p->tx_caps(), pkts, count, counters, sender);
 }
 
 int Worker::run() {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "switch/forwarding.h"
+#include "switch/offload.h"
 
 namespace conduit::dp {
 
@@ -92,6 +93,7 @@ class Worker final : private sw::TxSink {
     const DatapathState* state_ = nullptr;  // the state of the current poll loop
     std::unique_ptr<sw::WorkerCounters> counters_;
     sw::Forwarder forwarder_;
+    sw::TxFitter fitter_;
     WorkerStats stats_;
 };
 

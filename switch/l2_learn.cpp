@@ -5,6 +5,10 @@ namespace conduit::sw {
 
 void l2_learn(PacketVector& v, uint64_t now_ms, BridgeCounters& counters) {
     MacTable& fdb = *v.bridge->fdb;
+    // With many hosts every address is a cache miss: start all of them at once, the
+    // destinations too (l2_fwd looks them up next).
+    fdb.prefetch(v.src, v.count);
+    fdb.prefetch(v.dst, v.count);
     Mac previous = 0;  // 0 is never a valid source (l2_input dropped those)
     for (uint16_t i = 0; i < v.count; ++i) {
         // Bursts are usually from few hosts; learn each run of equal sources once.

@@ -46,8 +46,10 @@ void l2_output(PacketVector& v, OutputQueues& queues, TxSink& sink,
             continue;
         }
         // Each output consumes one reference; the frame's data is shared, not copied.
+        // Every segment of a chained (jumbo or GSO) frame takes the references: freeing
+        // a chain drops one reference from each of its segments.
         if (flood_copies > 1) {
-            rte_mbuf_refcnt_update(m, static_cast<int16_t>(flood_copies - 1));
+            rte_pktmbuf_refcnt_update(m, static_cast<int16_t>(flood_copies - 1));
         }
         for (const PortIndex port : members) {
             if (port != v.ingress) {

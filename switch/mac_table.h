@@ -57,6 +57,18 @@ class MacTable {
     // Datapath, any thread.
     PortIndex lookup(Mac mac, uint64_t now_ms) const;
     Learn learn(Mac mac, PortIndex port, uint64_t now_ms);
+    // Starts loading the home slots of a burst's addresses, so that the lookups and
+    // learning that follow find them in cache (runs of one address are loaded once).
+    void prefetch(const Mac* macs, uint16_t count) const {
+        const Slots& s = *slots_.load(std::memory_order_acquire);
+        Mac previous = 0;
+        for (uint16_t i = 0; i < count; ++i) {
+            if (macs[i] != previous) {
+                previous = macs[i];
+                __builtin_prefetch(&s.slot[home(s, macs[i])]);
+            }
+        }
+    }
 
     // Control path: the ager, port flushes (from the vhost thread) and listings (from
     // telemetry) may come from different threads; they serialise on a mutex among

@@ -16,7 +16,7 @@ packages=(
     build-essential g++ meson ninja-build pkg-config python3 python3-pytest
     dpdk dpdk-dev libdpdk-dev libyaml-cpp-dev nlohmann-json3-dev libboost-dev
     libgtest-dev libgmock-dev clang libclang-rt-14-dev libedit-dev
-    iproute2 procps psmisc kmod cpio gzip busybox-static tshark
+    iproute2 ethtool procps psmisc kmod cpio gzip busybox-static tshark
     qemu-system-x86 linux-image-amd64 openvswitch-switch-dpdk gnuplot-nox
 )
 missing=()

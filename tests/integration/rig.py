@@ -84,9 +84,11 @@ class Conduitd:
     """One conduitd process on a config built by the test."""
 
     def __init__(self, workdir, bridges, prefix="itest-cd", workers=(1,), mbufs=8191,
-                 extra=None, control=None):
+                 extra=None, control=None, netns=None):
         self.workdir = pathlib.Path(workdir)
         self.prefix = prefix
+        # Run inside this network namespace (its uplink devices live there).
+        self.netns = netns
         daemon = {"file_prefix": prefix, "main_cpu": 0, "workers": list(workers),
                   "hugepages": HUGEPAGES, "memory_mb": 192, "mbufs": mbufs}
         daemon.update(extra or {})
@@ -107,7 +109,8 @@ class Conduitd:
     def start(self, wait_up=()):
         remove_dpdk_files(self.prefix)
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(CONDUITD), "--config", str(self.config_path)],
+        wrap = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen(wrap + [str(CONDUITD), "--config", str(self.config_path)],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         wait_for(lambda: self._alive() and self._query_ok(), what="conduitd's telemetry")
@@ -453,8 +456,11 @@ class NetnsHost:
     the switch's uplink (net_af_packet). IPv6 is off on both ends so that only the
     frames a test sends cross the wire."""
 
-    def __init__(self, ns="itest-host", root_if="itest-up0", ns_if="eth0", ip="10.9.0.100/24"):
+    def __init__(self, ns="itest-host", root_if="itest-up0", ns_if="eth0", ip="10.9.0.100/24",
+                 switch_ns=None):
         self.ns, self.root_if, self.ns_if, self.ip = ns, root_if, ns_if, ip
+        # The switch's end in this namespace (made by the caller) instead of the root one.
+        self.switch_ns = switch_ns
 
     def run(self, *args, check=True, **kw):
         return subprocess.run(["ip", "netns", "exec", self.ns, *args], check=check,
@@ -463,11 +469,12 @@ class NetnsHost:
     def start(self):
         self.stop()
         sh = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+        at = ["ip", "netns", "exec", self.switch_ns] if self.switch_ns else []
         sh("ip", "netns", "add", self.ns)
-        sh("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if,
-           "netns", self.ns)
-        sh("sysctl", "-qw", f"net.ipv6.conf.{self.root_if}.disable_ipv6=1")
-        sh("ip", "link", "set", self.root_if, "up")
+        sh("ip", "link", "add", self.root_if, *(["netns", self.switch_ns] if self.switch_ns else []),
+           "type", "veth", "peer", "name", self.ns_if, "netns", self.ns)
+        sh(*at, "sysctl", "-qw", f"net.ipv6.conf.{self.root_if}.disable_ipv6=1")
+        sh(*at, "ip", "link", "set", self.root_if, "up")
         self.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
         self.run("sysctl", "-qw", f"net.ipv6.conf.{self.ns_if}.disable_ipv6=1")
         self.run("ip", "addr", "add", self.ip, "dev", self.ns_if)
@@ -537,14 +544,36 @@ sleep 3600
 """
 
 
-def guest_initramfs(workdir):
-    """busybox + virtio-net modules + the script above, for the stock kernel in /boot."""
+# A guest that serves commands on its second serial port (ttyS1): each line "ID:COMMAND"
+# runs with sh; its output follows, then "@@ID RC". The console (ttyS0) shows progress.
+SHELL_GUEST_INIT = """
+arg() { sed -n "s/.*$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
+ip link set lo up
+ip link set eth0 up
+ip addr add $(arg guest_ip) dev eth0
+exec 3<>/dev/ttyS1
+stty raw -echo <&3
+echo "GUEST-UP $(arg guest_ip)"
+while IFS= read -r line <&3; do
+    id=${line%%:*}
+    sh -c "${line#*:}" </dev/null >/tmp/.shell-out 2>&1
+    rc=$?
+    cat /tmp/.shell-out >&3
+    echo "@@$id $rc" >&3
+done
+echo "SHELL-GONE"
+"""
+
+
+def guest_initramfs(workdir, init_text=GUEST_INIT, name="net-guest"):
+    """busybox + virtio-net modules + an init script (by default the pinging one above),
+    for the stock kernel in /boot."""
     if not KERNEL:
         raise AssertionError("no kernel in /boot: install linux-image-amd64 (tools/setup.sh)")
     kver = KERNEL[-1].name[len("vmlinuz-"):]
-    script = pathlib.Path(workdir) / "guest-init.sh"
-    script.write_text(GUEST_INIT)
-    out = TOP / "build" / "guest" / "net-guest.cpio.gz"
+    script = pathlib.Path(workdir) / f"{name}-init.sh"
+    script.write_text(init_text)
+    out = TOP / "build" / "guest" / f"{name}.cpio.gz"
     subprocess.run([sys.executable, str(TOP / "tests" / "guest" / "mkinitramfs.py"),
                     "--out", str(out), "--kernel-version", kver,
                     "--modules", "virtio_pci,virtio_net", "--init", str(script)],
@@ -552,13 +581,97 @@ def guest_initramfs(workdir):
     return KERNEL[-1], out
 
 
+class GuestShell:
+    """Runs commands in a guest booted with SHELL_GUEST_INIT, over its second serial port
+    (a unix socket QEMU listens on)."""
+
+    def __init__(self, guest, path):
+        self.guest, self.path = guest, str(path)
+        self.sock = None
+        self.next_id = 1
+        self.buf = b""
+
+    def _connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.path)
+        self.sock = s
+
+    def run(self, command, timeout=120, check=True):
+        """(rc, output) of `command` run with sh in the guest."""
+        if self.sock is None:
+            wait_for(lambda: self.guest._alive() and pathlib.Path(self.path).exists(),
+                     timeout=30, what=f"{self.guest.name}'s shell socket")
+            self._connect()
+        ident = self.next_id
+        self.next_id += 1
+        assert "\n" not in command
+        self.sock.sendall(f"{ident}:{command}\n".encode())
+        marker = f"@@{ident} ".encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            at = self.buf.find(marker)
+            end = self.buf.find(b"\n", at) if at >= 0 else -1
+            if at >= 0 and end >= 0:
+                out = self.buf[:at].decode(errors="replace")
+                rc = int(self.buf[at + len(marker):end])
+                self.buf = self.buf[end + 1:]
+                break
+            left = deadline - time.monotonic()
+            self.guest._alive()
+            if left <= 0:
+                raise AssertionError(f"{self.guest.name}: '{command}' did not finish within "
+                                     f"{timeout}s (output so far: {self.buf[-500:]!r}; console: "
+                                     f"{self.guest.output()[-500:]!r})")
+            self.sock.settimeout(min(left, 1.0))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError(f"{self.guest.name}: shell connection closed")
+            self.buf += chunk
+        if check and rc != 0:
+            raise AssertionError(f"{self.guest.name}: '{command}' exited {rc}:\n{out}")
+        return rc, out
+
+    def wait_ready(self, timeout=300):
+        """Waits until the guest booted and answers (its first commands may be lost while
+        the shell loop starts, so they are repeated)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.guest._alive()
+            if "GUEST-UP" in self.guest.output():
+                try:
+                    self.run("true", timeout=5)
+                    return self
+                except AssertionError as err:
+                    if "did not finish" not in str(err):
+                        raise
+                    self.buf = b""
+            time.sleep(1)
+        raise AssertionError(f"{self.guest.name} did not boot to its shell within {timeout}s:\n"
+                             + self.guest.output()[-2000:])
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 class LinuxGuest:
     """A real Linux VM under QEMU (TCG, no KVM needed) whose NIC is virtio-net over
-    vhost-user; QEMU listens on the socket (server=on) and conduitd connects to it."""
+    vhost-user; QEMU listens on the socket (server=on) and conduitd connects to it.
+    `device_opts` are added to the virtio-net-pci device (e.g. "csum=off,..."); with
+    `shell`, the guest's second serial port is a unix socket for GuestShell."""
 
-    def __init__(self, workdir, name, sock, mac, ip, peers, kernel, initrd):
+    def __init__(self, workdir, name, sock, mac, ip, peers, kernel, initrd, device_opts="",
+                 shell=False):
         self.workdir, self.name, self.sock = pathlib.Path(workdir), name, sock
         self.console = self.workdir / f"{name}.console"
+        self.shell_path = self.workdir / f"{name}.shell" if shell else None
+        device = f"virtio-net-pci,netdev=n0,mac={mac},vectors=0"
+        if device_opts:
+            device += "," + device_opts
         self.args = [
             "qemu-system-x86_64", "-machine", "q35", "-cpu", "max", "-m", "256",
             "-display", "none", "-monitor", "none", "-no-reboot",
@@ -568,11 +681,15 @@ class LinuxGuest:
             "-chardev", f"socket,id=c0,path={sock},server=on,wait=off",
             "-netdev", "vhost-user,id=n0,chardev=c0",
             # vectors=0: QEMU 7.2 under TCG crashes with MSI-X on vhost-user (RIG.md).
-            "-device", f"virtio-net-pci,netdev=n0,mac={mac},vectors=0",
+            "-device", device,
             "-kernel", str(kernel), "-initrd", str(initrd),
             "-append", f"console=ttyS0 quiet panic=-1 guest_ip={ip} guest_peers={','.join(peers)}",
         ]
+        if shell:
+            self.args += ["-chardev", f"socket,id=sh0,path={self.shell_path},server=on,wait=off",
+                          "-serial", "chardev:sh0"]
         self.proc = None
+        self.shell = GuestShell(self, self.shell_path) if shell else None
 
     def start(self):
         pathlib.Path(self.sock).unlink(missing_ok=True)
@@ -593,9 +710,13 @@ class LinuxGuest:
         return self.console.read_text(errors="replace") if self.console.exists() else ""
 
     def stop(self):
+        if self.shell is not None:
+            self.shell.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         if self.proc is not None:
             self.log.close()
+        if self.shell_path is not None:
+            self.shell_path.unlink(missing_ok=True)
         pathlib.Path(self.sock).unlink(missing_ok=True)

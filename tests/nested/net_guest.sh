@@ -30,7 +30,8 @@ if [ "$role" = server ]; then
     dd if=/dev/urandom of=/tmp/payload bs=1M count=4 2>/dev/null
     echo "SERVE-SHA $(sha256sum /tmp/payload | cut -d' ' -f1)"
     nc -ll -p 5001 -e cat /tmp/payload &
-    printf '#!/bin/sh\necho "BOOT-ID-END $(cat /proc/sys/kernel/random/boot_id)"\npoweroff -f\n' > /bin/bye
+    # nc -e gives the program the socket as stdout: the line goes to the console itself.
+    printf '#!/bin/sh\necho "BOOT-ID-END $(cat /proc/sys/kernel/random/boot_id)" >/dev/console\npoweroff -f\n' > /bin/bye
     chmod +x /bin/bye
     echo "SERVER-READY"
     nc -l -p 5999 -e /bin/bye
@@ -46,10 +47,11 @@ for i in 0 1; do
         if ping -c 1 -W 1 "$p" >/dev/null 2>&1; then ok=1; break; fi
     done
     echo "REACH if$i $p $ok"
+    eval "reached$i=$ok"
 done
 fetch() {  # NAME PEER
     start=$(cut -d' ' -f1 /proc/uptime)
-    for t in 1 2 3 4 5; do
+    for t in 1 2; do
         if timeout 120 nc "$2" 5001 > /tmp/got; then break; fi
         sleep 1
     done
@@ -57,6 +59,10 @@ fetch() {  # NAME PEER
     echo "XFER $1 $(sha256sum /tmp/got | cut -d' ' -f1) $(wc -c < /tmp/got) $start $end"
 }
 p0=$(peer 0); p1=$(peer 1)
+# A card that did not reach its peer is not tried again: the result is already known
+# and the test should fail in minutes, not after every timeout.
+[ "${reached0:-0}" = 1 ] || p0=""
+[ "${reached1:-0}" = 1 ] || p1=""
 if [ -n "$p0" ]; then
     ping -c 3 -s 8000 "$p0" > /tmp/big 2>&1 && echo "BIG-PING ok" || echo "BIG-PING failed $(tail -1 /tmp/big)"
     fetch if0-mtu$(cat /sys/class/net/eth0/mtu) "$p0"

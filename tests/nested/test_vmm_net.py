@@ -62,6 +62,11 @@ vm() {  # NAME CMDLINE-EXTRA NET-SPEC...
         --serial "file:$name.console" --cmdline "console=ttyS0 quiet panic=-1 $extra" \
         $nets >"$name.log" 2>&1 &
 }
+stop_after() {  # SECONDS PID: the server VM powers off when the client says bye; if that
+    # never comes (the client failed), it is stopped rather than left to the run's limit.
+    for _ in $(seq 1 $1); do kill -0 $2 2>/dev/null || return 0; sleep 1; done
+    log "STOPPING $2"; kill -TERM $2
+}
 dump() {
     for f in "$@"; do echo "=== $f"; cat "$f" 2>/dev/null; done
 }
@@ -119,7 +124,7 @@ if wait_for a.console RESTART-WINDOW-OPEN 900; then
     log "CONDUITD-RESTARTED"
 fi
 wait $pid_a; log "A-EXIT $?"
-wait $pid_b; log "B-EXIT $?"
+stop_after 60 $pid_b; wait $pid_b; log "B-EXIT $?"
 """ + TELEMETRY.format(tools=kvmrig.TOP / "tools", prefix=prefix) + """
 kill -TERM $cd; wait $cd; log "CONDUITD-EXIT $?"
 dump a.console b.console a.log b.log conduitd-1.log conduitd-2.log
@@ -247,10 +252,11 @@ pid_a=$!
 """ + GARBAGE_BACKEND + f"""
 dpdk-testpmd -l 0,1 --file-prefix {prefix} -m 256 --no-pci \\
     --vdev net_vhost0,iface=/run/a0.sock,client=1 --vdev net_vhost1,iface=/run/b0.sock,client=1 \\
-    -- --no-mlockall --total-num-mbufs=4096 --forward-mode=io -a --no-flush-rx >testpmd.log 2>&1 &
-tp=$!
+    -- --no-mlockall --total-num-mbufs=4096 --forward-mode=io -a --no-flush-rx \
+    --stats-period 30 >testpmd.log 2>&1 </dev/null &
+tp=$!  # with a stats period testpmd forwards until a signal, not until stdin ends
 wait $pid_a; log "A-EXIT $?"
-wait $pid_b; log "B-EXIT $?"
+stop_after 60 $pid_b; wait $pid_b; log "B-EXIT $?"
 kill -INT $tp; wait $tp
 dump a.console b.console a.log b.log testpmd.log
 """, timeout=900, files={"net-guest.cpio.gz": guest}, env={"KERNEL": kernel, "VMM": str(VMM)})

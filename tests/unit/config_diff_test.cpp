@@ -170,6 +170,24 @@ TEST(ConfigDiff, RecreatedPortGetsItsStaticMacsBack) {
     EXPECT_EQ(l[1], "+ mac br0 02:00:00:00:00:aa -> g1 (static)");
 }
 
+TEST(ConfigDiff, MtuAndOffloadsRecreateThePort) {
+    const Config from = base();
+    Config to = base();
+    to.bridges[0].ports[0].mtu = 9000;
+    to.bridges[0].ports[0].offloads = false;
+    const auto l = lines(diff_configs(from, to));
+    ASSERT_EQ(l.size(), 2u);
+    EXPECT_EQ(l[0],
+              "~ port br0/g1: vhost-user /run/t/g1.sock client, 1 queue -> vhost-user "
+              "/run/t/g1.sock client, 1 queue, mtu 9000, offloads off (re-created; its guest "
+              "reconnects)");
+    // And both survive a save.
+    const Config again = parse_config(config_to_yaml(to), "again.yaml");
+    EXPECT_EQ(again.bridges[0].ports[0].mtu, 9000u);
+    EXPECT_FALSE(again.bridges[0].ports[0].offloads);
+    EXPECT_TRUE(diff_configs(to, again).empty());
+}
+
 TEST(ConfigDiff, PortMovingToAnotherBridge) {
     const Config from = base();
     Config to = base();

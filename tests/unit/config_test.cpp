@@ -101,5 +101,46 @@ TEST(Config, Errors) {
     expect_error("conduitd:\n  hugepages: maybe\nbridges:\n  - name: b\n", 2, "true or false");
 }
 
+TEST(Config, MtuAndOffloads) {
+    const Config c = parse_config(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: g1, type: vhost-user, socket: /a}\n"
+        "      - {name: g2, type: vhost-user, socket: /b, mtu: 9000, offloads: false}\n"
+        "      - {name: up, type: ethdev, devargs: net_null0, mtu: 1400, offloads: off}\n",
+        "t.yaml");
+    const auto& ports = c.bridges[0].ports;
+    EXPECT_EQ(ports[0].mtu, 1500u);  // the defaults
+    EXPECT_TRUE(ports[0].offloads);
+    EXPECT_EQ(ports[1].mtu, 9000u);
+    EXPECT_FALSE(ports[1].offloads);
+    EXPECT_EQ(ports[2].mtu, 1400u);
+    EXPECT_FALSE(ports[2].offloads);
+    // Either changes how the guest negotiates or how the device is set up: re-created.
+    PortConfig other = ports[0];
+    other.mtu = 9000;
+    EXPECT_FALSE(ports[0].same_endpoint(other));
+    other = ports[0];
+    other.offloads = false;
+    EXPECT_FALSE(ports[0].same_endpoint(other));
+    other = ports[0];
+    other.mtu = 67;
+    EXPECT_NE(port_problem(other), std::nullopt);
+}
+
+TEST(Config, MtuAndOffloadsErrors) {
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: vhost-user, socket: /a, mtu: 67}\n",
+        4, "mtu must be between 68 and 9216");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: ethdev, devargs: net_null0, mtu: 9217}\n",
+        4, "mtu must be between 68 and 9216");
+    expect_error(
+        "bridges:\n  - name: b\n    ports:\n"
+        "      - {name: p, type: vhost-user, socket: /a, offloads: tso}\n",
+        4, "offloads must be true or false");
+}
+
 }  // namespace
 }  // namespace conduit::control

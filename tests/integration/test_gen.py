@@ -1,0 +1,254 @@
+"""conduit-gen against the real conduitd: each mode in a short run (fixed rate, maximum
+rate, a two-step RFC 2544 search, RFC 2889 learning), its counts checked against
+conduitd's own counters, injected loss detected and reported, and a port that never
+comes up reported by name.
+
+The generator's guest ports listen (virtio-user server=1) and conduitd connects (its
+default client mode). The generator waits on stdin once its ports are up (--start-on-
+stdin), so each test reads conduitd at rest before any frame is sent. Nothing here
+asserts a rate: a busy machine changes rates, never the accounting."""
+import json
+import pathlib
+import subprocess
+
+import rig as rigmod
+from rig import wait_for
+from test_forwarding import vport
+
+GEN = rigmod.TOP / "build" / "release" / "tools" / "gen" / "conduit-gen"
+DROP = "drop_"
+
+
+class Gen:
+    """One conduit-gen run. Registered with the rig, so it is stopped at teardown."""
+
+    def __init__(self, rig, ports, *args, prefix="itest-gen"):
+        self.workdir = rig.workdir
+        self.prefix = prefix
+        self.json_path = self.workdir / f"{prefix}.json"
+        self.log_path = self.workdir / f"{prefix}.log"
+        self.args = [str(GEN), f"--file-prefix={prefix}", "--json", str(self.json_path),
+                     "--progress", "0", "--start-on-stdin", "--port-timeout", "60"]
+        for p in ports:
+            self.args += ["--port", p]
+        self.args += [str(a) for a in args]
+        if not rigmod.HUGEPAGES:
+            self.args.append("--no-huge")
+        self.proc = None
+        rig.started.append(self)
+
+    def start(self):
+        if not GEN.exists():
+            raise AssertionError(f"{GEN} is not built: run tools/setup.sh")
+        rigmod.remove_dpdk_files(self.prefix)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=self.log, text=True)
+        return self
+
+    def output(self):
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout=60):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"conduit-gen exited {self.proc.returncode}:\n{self.output()}")
+            return "conduit-gen: ready" in self.output()
+        wait_for(ready, timeout=timeout, what="conduit-gen's ports up")
+        return self
+
+    def go(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self
+
+    def finish(self, timeout=180):
+        rc = self.proc.wait(timeout=timeout)
+        self.log.close()
+        return rc
+
+    def result(self):
+        return json.loads(self.json_path.read_text())
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        rigmod.remove_dpdk_files(self.prefix)
+
+
+def guest_ports(rig, names):
+    return [f"{n}=virtio:path={rig.sock(n)}" for n in names]
+
+
+def switch(rig, names, uplink=None, **bridge):
+    ports = [vport(n, rig.sock(n)) for n in names]
+    if uplink:
+        ports.append({"name": "uplink", "type": "ethdev", "devargs": uplink})
+    return rig.conduitd([{"name": "br0", **bridge, "ports": ports}])
+
+
+def run(rig, names, *args, uplink=None, gen_uplink=None, bridge=None, timeout=180):
+    """conduitd and conduit-gen up, conduitd's baseline taken, then the run; returns
+    (conduitd, gen, exit status, result)."""
+    ports = guest_ports(rig, names) + ([f"uplink={gen_uplink}"] if gen_uplink else [])
+    gen = Gen(rig, ports, *args)
+    cd = switch(rig, names, uplink, **(bridge or {}))
+    if uplink:
+        cd.start()  # its memif server must be listening before the generator connects
+        gen.start()
+    else:
+        gen.start()
+        cd.start()
+    for n in names + (["uplink"] if uplink else []):
+        cd.wait_port(n, "up", timeout=60)
+    gen.wait_ready()
+    cd.record_baseline()
+    gen.go()
+    rc = gen.finish(timeout)
+    return cd, gen, rc, gen.result()
+
+
+def check_counts_agree(cd, result, phases_with_loss_only=True):
+    """What the generator counted per port equals what conduitd counted for the same
+    port; every frame the generator says was lost after a port took it is one of
+    conduitd's drops."""
+    ports = cd.all_ports()
+    for p in result["ports"]:
+        c = ports[p["name"]]
+        assert p["tx_frames"] == c["rx_packets"], (p, c)
+        assert p["rx_frames"] == c["tx_packets"], (p, c)
+    lost_inside = sum(t["lost"] - t["refused"] for t in result["trials"])
+    drops = sum(v for c in ports.values() for k, v in c.items() if k.startswith(DROP))
+    assert lost_inside == drops, (lost_inside, {n: {k: v for k, v in c.items()
+                                                     if k.startswith(DROP) and v}
+                                                 for n, c in ports.items()})
+    return drops
+
+
+def test_fixed_rate_counts_agree_with_conduitd(rig):
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "20k",
+                         "--duration", "1", "--macs", "16", "--flows", "4")
+    assert rc == 0, gen.output()
+    [t] = r["trials"]
+    assert t["target_pps"] == 20000 and t["offered"] > 0
+    assert {s["name"] for s in t["streams"]} == {"g1->g2", "g2->g1"}
+    assert t["received"] + t["lost"] == t["offered"]
+    assert t["misdelivered"] == 0 and t["duplicates"] == 0
+    assert t["latency"]["samples"] >= t["received"] > 0
+    check_counts_agree(cd, r)
+    # 16 host MACs over two ports, all learned from the learning frames and the traffic.
+    assert cd.bridges()["br0"]["mac_learned"] == 16
+
+
+def test_max_rate_counts_agree_with_conduitd(rig):
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "max", "--duration", "1", "--trials", "2")
+    assert rc == 0, gen.output()
+    assert len(r["trials"]) == 2 and all(t["target_pps"] == 0 for t in r["trials"])
+    [size] = r["sizes"]
+    assert size["size"] == "64" and size["throughput_pps"] > 0
+    for t in r["trials"]:
+        # The maximum rate retries what a port refuses: nothing is lost at the input.
+        assert t["refused"] == 0 and t["received"] > 0
+        assert t["received"] + t["lost"] == t["offered"]
+    check_counts_agree(cd, r)
+
+
+def test_rfc2544_two_step_search(rig):
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "rfc2544", "--sizes", "64,imix",
+                         "--trials", "1", "--duration", "1", "--search-steps", "2",
+                         "--search-duration", "0.5")
+    assert rc == 0, gen.output()
+    assert [s["size"] for s in r["sizes"]] == ["64", "imix"]
+    for s in r["sizes"]:
+        top = s["offered_max_pps"]
+        assert top > 0
+        pdr, ndr = s["pdr"], s["ndr"]
+        assert 1 <= len(pdr["steps"]) <= 2 and 1 <= len(ndr["steps"]) <= 2
+        # NDR <= PDR <= the rate the switch took at the maximum, and the trial behind
+        # each figure lost no more than its bound allows.
+        assert ndr["target_pps"] <= pdr["target_pps"] <= top
+        for result, bound in ((pdr, 0.005), (ndr, 0.0)):
+            if result["target_pps"] > 0:
+                trial = r["trials"][result["trial"]]
+                assert trial["loss_ratio"] <= bound
+                assert result["latency"]["p99_us"] > 0
+    check_counts_agree(cd, r)
+
+
+def test_rfc2889_capacity_and_learning_rate(rig):
+    """A table of 1000 entries, one of them the test port's own MAC: 999 learning
+    addresses fit. Searching 256..1024 in three steps tries 1024 (25 flooded), 639, 831."""
+    cd, gen, rc, r = run(rig, ["learn", "test", "mon"], "--mode", "learning", "--aging", "1",
+                         "--capacity", "256:1024", "--learning-steps", "3",
+                         "--learn-rate", "50k",
+                         bridge={"mac_table_size": 1000, "mac_aging": 1}, timeout=240)
+    assert rc == 0, gen.output()
+    lr = r["learning"]
+    steps = lr["capacity_steps"]
+    assert [s["addresses"] for s in steps] == [1024, 639, 831], steps
+    assert [s["pass"] for s in steps] == [False, True, True]
+    # Exactly the addresses beyond the table were flooded to the monitor port.
+    assert steps[0]["flooded"] == 1024 - 999 and steps[0]["lost"] == 0
+    assert all(s["flooded"] == 0 for s in steps[1:])
+    assert lr["capacity"] == 831 and lr["capacity_failed"] == 1024
+    assert cd.bridges()["br0"]["mac_learn_table_full"] >= 25
+    # The learning rate at 831 addresses: the maximum rate passes at once.
+    assert lr["rate_addresses"] == 831
+    assert lr["rate_steps"][0]["pass"] and lr["rate_pps"] > 0
+    check_counts_agree(cd, r)
+
+
+def test_guest_that_stops_draining_is_detected_as_loss(rig):
+    """g2 stops receiving for 0.4 s of a 1 s trial: conduitd drops what g2's ring cannot
+    hold; the generator reports that loss on g1->g2 only, frame for frame."""
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "100k",
+                         "--duration", "1", "--rx-pause", "g2:0.3:0.4", "--max-loss", "0")
+    assert rc == 3, gen.output()  # loss above --max-loss
+    [t] = r["trials"]
+    streams = {s["name"]: s for s in t["streams"]}
+    lost = streams["g1->g2"]["lost"] - streams["g1->g2"]["refused"]
+    assert lost > 0
+    assert cd.port("g2")["drop_tx_queue_full"] == lost
+    assert streams["g2->g1"]["lost"] == streams["g2->g1"]["refused"]
+    assert "LOSS on stream g1->g2" in gen.output()
+    check_counts_agree(cd, r)
+
+
+def test_memif_uplink_star_with_many_macs(rig):
+    """Two guests and the wire (memif, conduitd listening): every guest <-> the uplink,
+    256 host MACs, per-port counts equal on both sides."""
+    sock = rig.sock("memif")
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "30k", "--duration", "1",
+                         "--topology", "star:uplink", "--macs", "256",
+                         uplink=f"net_memif0,role=server,socket={sock}",
+                         gen_uplink=f"memif:socket={sock}")
+    assert rc == 0, gen.output()
+    [t] = r["trials"]
+    assert {s["name"] for s in t["streams"]} == {"g1->uplink", "uplink->g1", "g2->uplink",
+                                                 "uplink->g2"}
+    assert t["misdelivered"] == 0
+    check_counts_agree(cd, r)
+    assert cd.bridges()["br0"]["mac_learned"] >= 256
+
+
+def test_port_that_never_comes_up_is_named(rig):
+    # A listening guest port that no switch ever connects to.
+    gen = Gen(rig, [f"lonely=virtio:path={rig.sock('lonely')}"], "--mode", "max",
+              "--port-timeout", "2", prefix="itest-gen-lonely")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(60) == 2
+    out = gen.output()
+    assert ("port lonely (virtio-user listening on " + rig.sock("lonely") +
+            ") never came up: no switch connected") in out, out
+    assert not pathlib.Path(rig.sock("lonely")).exists()
+    assert not pathlib.Path("/var/run/dpdk/itest-gen-lonely").exists()
+    # The wire's memif server is not there.
+    gen = Gen(rig, [f"wire=memif:socket={rig.sock('nomemif')}"], "--mode", "max",
+              "--port-timeout", "1", prefix="itest-gen-nowire")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(60) == 2
+    assert "port wire (memif client on " in gen.output()
+    assert "no memif server listening" in gen.output()

@@ -1,0 +1,296 @@
+// conduit-gen's pure parts: the sequence window (loss, reordering, duplicates), the
+// latency histogram, frame sizes, the frame template and stamp, traffic plans and port
+// specs.
+#include <gtest/gtest.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "tools/gen/accounting.h"
+#include "tools/gen/frame.h"
+#include "tools/gen/plan.h"
+#include "tools/gen/port.h"
+
+namespace conduit::gen {
+namespace {
+
+TEST(SequenceTracker, InOrderCountsEveryFrameOnce) {
+    SequenceTracker t;
+    for (uint32_t s = 0; s < 100'000; ++s) {
+        t.record(s);
+    }
+    EXPECT_EQ(t.unique(), 100'000u);
+    EXPECT_EQ(t.duplicates(), 0u);
+    EXPECT_EQ(t.reordered(), 0u);
+}
+
+TEST(SequenceTracker, GapThenLateFramesAreReorderedNotLost) {
+    SequenceTracker t;
+    for (uint32_t s : {0u, 1u, 2u, 6u, 7u, 3u, 5u, 4u, 8u}) {
+        t.record(s);
+    }
+    EXPECT_EQ(t.unique(), 9u);
+    EXPECT_EQ(t.reordered(), 3u);
+    EXPECT_EQ(t.duplicates(), 0u);
+}
+
+TEST(SequenceTracker, RepeatedFramesAreDuplicates) {
+    SequenceTracker t;
+    for (uint32_t s : {0u, 1u, 1u, 2u, 5u, 3u, 3u, 5u, 0u}) {
+        t.record(s);
+    }
+    EXPECT_EQ(t.unique(), 5u);  // 0 1 2 3 5; 4 is missing
+    EXPECT_EQ(t.duplicates(), 4u);
+    EXPECT_EQ(t.reordered(), 1u);  // 3 after 5
+}
+
+TEST(SequenceTracker, LossIsWhatNeverArrives) {
+    SequenceTracker t;
+    std::vector<uint32_t> seqs(10'000);
+    std::iota(seqs.begin(), seqs.end(), 0u);
+    // Drop every 7th, and swap neighbours now and then.
+    std::vector<uint32_t> sent;
+    for (uint32_t s : seqs) {
+        if (s % 7 != 3) {
+            sent.push_back(s);
+        }
+    }
+    for (std::size_t i = 10; i + 1 < sent.size(); i += 50) {
+        std::swap(sent[i], sent[i + 1]);
+    }
+    for (uint32_t s : sent) {
+        t.record(s);
+    }
+    EXPECT_EQ(t.unique(), sent.size());
+    EXPECT_EQ(t.duplicates(), 0u);
+    EXPECT_GT(t.reordered(), 0u);
+}
+
+TEST(SequenceTracker, WindowWrapsWithoutStaleMarks) {
+    // Gaps long ago must not make a later in-order frame look missing or duplicated.
+    SequenceTracker t;
+    for (uint32_t s = 0; s < 3 * SequenceTracker::kWindow; s += 2) {
+        t.record(s);  // every other one missing
+    }
+    const uint64_t before = t.unique();
+    for (uint32_t s = 3 * SequenceTracker::kWindow; s < 6 * SequenceTracker::kWindow; ++s) {
+        t.record(s);
+    }
+    EXPECT_EQ(t.unique(), before + 3 * SequenceTracker::kWindow);
+    EXPECT_EQ(t.duplicates(), 0u);
+    EXPECT_EQ(t.reordered(), 0u);
+    // A frame from the last window that was seen is a duplicate; one far back is late.
+    t.record(6 * SequenceTracker::kWindow - 10);
+    EXPECT_EQ(t.duplicates(), 1u);
+    t.record(1);
+    EXPECT_EQ(t.reordered(), 1u);
+}
+
+TEST(SequenceTracker, HugeGapThenFill) {
+    SequenceTracker t;
+    t.record(0);
+    t.record(100'000);  // 99,999 missing
+    t.record(99'990);   // inside the window: was missing
+    t.record(99'990);   // now a duplicate
+    t.record(50'000);   // outside the window: late
+    EXPECT_EQ(t.unique(), 4u);
+    EXPECT_EQ(t.duplicates(), 1u);
+    EXPECT_EQ(t.reordered(), 2u);
+}
+
+TEST(SequenceTracker, ThirtyTwoBitNumbersWrap) {
+    // The stamp carries 32 bits; the tracker extends them across the wrap.
+    SequenceTracker t;
+    uint64_t last = 0, count = 0;
+    for (uint64_t s = 0; s < (uint64_t{1} << 32) + 2'000'000; s += 999'983) {
+        t.record(static_cast<uint32_t>(s));
+        last = s;
+        ++count;
+    }
+    EXPECT_GT(last, uint64_t{1} << 32);
+    EXPECT_EQ(t.highest_plus_one(), last + 1);
+    EXPECT_EQ(t.unique(), count);
+    EXPECT_EQ(t.duplicates(), 0u);
+    EXPECT_EQ(t.reordered(), 0u);
+}
+
+TEST(LatencyHistogram, QuantilesWithinTheBucketResolution) {
+    LatencyHistogram h;
+    std::mt19937_64 rng(7);
+    std::vector<uint64_t> values;
+    std::lognormal_distribution<double> dist(9.0, 1.0);
+    for (int i = 0; i < 200'000; ++i) {
+        values.push_back(static_cast<uint64_t>(dist(rng)) + 1);
+        h.record(values.back());
+    }
+    std::sort(values.begin(), values.end());
+    EXPECT_EQ(h.samples(), values.size());
+    EXPECT_EQ(h.max(), values.back());
+    for (double q : {0.5, 0.9, 0.99, 0.999}) {
+        const auto exact =
+            static_cast<double>(values[static_cast<std::size_t>(q * values.size()) - 1]);
+        const auto got = static_cast<double>(h.quantile(q));
+        EXPECT_NEAR(got, exact, exact * 0.035) << "q=" << q;
+    }
+    EXPECT_LE(h.quantile(1.0), h.max());
+    EXPECT_LE(h.min(), values.front());
+}
+
+TEST(LatencyHistogram, SmallValuesExactAndMerge) {
+    LatencyHistogram a, b;
+    for (uint64_t v = 0; v < 32; ++v) {
+        a.record(v);
+    }
+    b.record(1'000'000);
+    a.merge(b);
+    EXPECT_EQ(a.samples(), 33u);
+    EXPECT_EQ(a.max(), 1'000'000u);
+    EXPECT_EQ(a.quantile(0.5), 16u);
+    for (unsigned bucket = 0; bucket < LatencyHistogram::kBuckets - 1; ++bucket) {
+        ASSERT_EQ(LatencyHistogram::bucket(LatencyHistogram::bucket_low(bucket)), bucket);
+        ASSERT_EQ(LatencyHistogram::bucket(LatencyHistogram::bucket_high(bucket)), bucket);
+    }
+}
+
+TEST(SizeMix, SizesAndImix) {
+    EXPECT_EQ(SizeMix::parse("64").at(5), 64);
+    const SizeMix imix = SizeMix::parse("imix");
+    EXPECT_EQ(imix.period(), 12u);
+    EXPECT_NEAR(imix.mean(), (7 * 64 + 4 * 570 + 1518) / 12.0, 1e-9);
+    EXPECT_EQ(imix.largest(), 1518);
+    EXPECT_THROW(SizeMix::parse("63"), std::invalid_argument);
+    EXPECT_THROW(SizeMix::parse("9001"), std::invalid_argument);
+    EXPECT_THROW(SizeMix::parse("big"), std::invalid_argument);
+}
+
+uint16_t checksum(const uint8_t* p, int len) {
+    uint32_t sum = 0;
+    for (int i = 0; i < len; i += 2) {
+        sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+    }
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return static_cast<uint16_t>(sum);
+}
+
+// An mbuf header over a plain buffer: enough for writing and reading one frame.
+struct FakeMbuf {
+    alignas(64) std::array<uint8_t, sizeof(rte_mbuf)> header{};
+    std::array<uint8_t, 2048> buf{};
+    rte_mbuf* m = reinterpret_cast<rte_mbuf*>(header.data());
+    FakeMbuf() {
+        m->buf_addr = buf.data();
+        m->buf_len = static_cast<uint16_t>(buf.size());
+        m->data_off = RTE_PKTMBUF_HEADROOM;
+    }
+    const uint8_t* data() const { return buf.data() + RTE_PKTMBUF_HEADROOM; }
+};
+
+TEST(FrameTemplate, WritesAValidIpv4UdpFrameWithItsStamp) {
+    for (int vlan : {-1, 100}) {
+        for (uint16_t len : {uint16_t{64}, uint16_t{570}, uint16_t{1518}}) {
+            FakeMbuf f;
+            const FrameTemplate t(0xC6120001, 0xC6130101, 5001, vlan);
+            const Stamp stamp{static_cast<uint16_t>(kMagicHigh | 7), 3, 123456, 987654321};
+            t.write(f.m, 0x02C0'0100'0005ULL, 0x02C0'0000'0009ULL, 1111, len, stamp);
+            EXPECT_EQ(f.m->pkt_len, len);
+            const uint8_t* d = f.data();
+            EXPECT_EQ(d[0], 0x02);
+            EXPECT_EQ(d[5], 0x05);
+            EXPECT_EQ(d[11], 0x09);
+            const int ip = vlan < 0 ? 14 : 18;
+            if (vlan >= 0) {
+                EXPECT_EQ(d[12], 0x81);
+                EXPECT_EQ(d[15], 100);
+            }
+            EXPECT_EQ(d[ip - 2], 0x08);
+            EXPECT_EQ(checksum(d + ip, 20), 0xffff) << "IPv4 header checksum";
+            EXPECT_EQ((d[ip + 2] << 8 | d[ip + 3]), len - ip);
+            EXPECT_EQ((d[ip + 20] << 8 | d[ip + 21]), 1111);           // UDP source port
+            EXPECT_EQ((d[ip + 24] << 8 | d[ip + 25]), len - ip - 20);  // UDP length
+            Stamp back{};
+            ASSERT_TRUE(read_stamp(d, len, back));
+            EXPECT_EQ(back.stream, 3);
+            EXPECT_EQ(back.seq, 123456u);
+            EXPECT_EQ(back.tsc, 987654321u);
+            EXPECT_EQ(back.magic & 0xff, 7);
+        }
+    }
+}
+
+TEST(FrameTemplate, ForeignFramesHaveNoStamp) {
+    std::array<uint8_t, 64> arp{};
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    Stamp s{};
+    EXPECT_FALSE(read_stamp(arp.data(), 64, s));
+    EXPECT_FALSE(read_stamp(arp.data(), 20, s));
+}
+
+std::vector<PlanPort> ports(int n) {
+    std::vector<PlanPort> out;
+    for (int i = 0; i < n; ++i) {
+        out.push_back({static_cast<uint16_t>(i), "p" + std::to_string(i)});
+    }
+    return out;
+}
+
+TEST(Plan, StarSpreadsMacsAndPairsEveryLeafWithTheHub) {
+    const TrafficPlan plan = make_plan(ports(17), "star:p16", false, 10'000, 1, 2);
+    EXPECT_EQ(plan.streams.size(), 32u);
+    EXPECT_EQ(std::accumulate(plan.hosts.begin(), plan.hosts.end(), 0u), 10'000u);
+    EXPECT_EQ(*std::max_element(plan.hosts.begin(), plan.hosts.end()) -
+                  *std::min_element(plan.hosts.begin(), plan.hosts.end()),
+              1u);
+    for (const StreamSpec& s : plan.streams) {
+        EXPECT_TRUE(s.tx_port == 16 || s.rx_port == 16) << s.name;
+        EXPECT_NE(s.tx_port, s.rx_port);
+        EXPECT_EQ(s.src_base, host_mac(s.tx_port, 0));
+        EXPECT_EQ(s.src_count, plan.hosts[s.tx_port]);
+    }
+    ASSERT_EQ(plan.learning.size(), 17u);
+    EXPECT_EQ(plan.learning[0].frames, 2u * plan.hosts[0]);
+    EXPECT_EQ(plan.learning[0].dst_base, kBroadcast);
+}
+
+TEST(Plan, LoopbackExpectsFramesOnTheSendingPort) {
+    const TrafficPlan plan = make_plan(ports(2), "pairs", true, 0, 4, 1);
+    ASSERT_EQ(plan.streams.size(), 2u);
+    for (const StreamSpec& s : plan.streams) {
+        EXPECT_EQ(s.rx_port, s.tx_port);
+        EXPECT_EQ(s.flows, 4u);
+    }
+}
+
+TEST(Plan, ImpossibleTopologiesAreRefused) {
+    EXPECT_THROW(make_plan(ports(3), "pairs", false, 0, 1, 1), std::invalid_argument);
+    EXPECT_THROW(make_plan(ports(3), "star:nope", false, 0, 1, 1), std::invalid_argument);
+    EXPECT_THROW(make_plan(ports(3), "ring", false, 0, 1, 1), std::invalid_argument);
+    EXPECT_THROW(make_plan(ports(4), "pairs", false, 3, 1, 1), std::invalid_argument);
+}
+
+TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
+    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11", 3, 0x1);
+    EXPECT_EQ(up.kind, PortKind::kMemif);
+    EXPECT_EQ(up.queues, 2);
+    EXPECT_EQ(up.devargs.find("queues"), std::string::npos);
+    EXPECT_NE(up.devargs.find("net_memif3,role=client,socket=/tmp/m.sock"), std::string::npos);
+    EXPECT_NE(up.devargs.find(",rsize=11"), std::string::npos);
+    const PortSpec g = parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=1024", 0, 0x2);
+    EXPECT_EQ(g.queues, 1);
+    EXPECT_NE(g.devargs.find(",queue_size=1024"), std::string::npos);
+    EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
+                 std::invalid_argument);
+    EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=9", 0, 0x1),
+                 std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace conduit::gen

@@ -1,0 +1,445 @@
+#include "tools/gen/port.h"
+
+#include <rte_bus_vdev.h>
+#include <rte_dev.h>
+#include <rte_ethdev.h>
+#include <rte_log.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace conduit::gen {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// key=value pairs in order; a key may appear once.
+std::vector<std::pair<std::string, std::string>> split_options(const std::string& text,
+                                                               const std::string& port) {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        const std::size_t comma = text.find(',', pos);
+        const std::string item =
+            text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? text.size() : comma + 1;
+        if (item.empty()) {
+            continue;
+        }
+        const std::size_t eq = item.find('=');
+        if (eq == std::string::npos || eq == 0) {
+            throw std::invalid_argument("port " + port + ": '" + item + "' is not key=value");
+        }
+        const std::string key = item.substr(0, eq);
+        for (const auto& kv : out) {
+            if (kv.first == key) {
+                throw std::invalid_argument("port " + port + ": '" + key + "' given twice");
+            }
+        }
+        out.emplace_back(key, item.substr(eq + 1));
+    }
+    return out;
+}
+
+unsigned to_unsigned(const std::string& text, const std::string& what, unsigned lo, unsigned hi) {
+    std::size_t used = 0;
+    unsigned long v = 0;
+    try {
+        v = std::stoul(text, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != text.size() || v < lo || v > hi) {
+        throw std::invalid_argument(what + " must be a number from " + std::to_string(lo) + " to " +
+                                    std::to_string(hi) + ", not '" + text + "'");
+    }
+    return static_cast<unsigned>(v);
+}
+
+bool is_socket(const std::string& path) {
+    struct stat st {};
+    return lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+std::string device_name(const std::string& devargs) {
+    return devargs.substr(0, devargs.find(','));
+}
+
+// Why a probe failed, in terms of what the user can check.
+std::string probe_hint(const PortSpec& s) {
+    switch (s.kind) {
+        case PortKind::kVirtio:
+            return s.listens ? "cannot listen there (directory missing, or not writable?)"
+                             : "nothing accepts the connection: is the switch listening there "
+                               "(vhost-user server mode)?";
+        case PortKind::kMemif:
+            return "the memif socket could not be created (directory missing?)";
+        case PortKind::kAfPacket:
+            return "no such interface, or no permission to open it?";
+        case PortKind::kAfXdp:
+            return "no such interface, no XDP support, or bpffs not mounted (mount -t bpf bpf "
+                   "/sys/fs/bpf)?";
+        default:
+            return "see DPDK's message above";
+    }
+}
+
+}  // namespace
+
+PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
+    const std::size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0) {
+        throw std::invalid_argument("--port '" + text + "': expected NAME=KIND[:options]");
+    }
+    PortSpec s;
+    s.name = text.substr(0, eq);
+    s.mac = mac;
+    const std::string rest = text.substr(eq + 1);
+    const std::size_t colon = rest.find(':');
+    const std::string kind = rest.substr(0, colon);
+    const std::string options = colon == std::string::npos ? "" : rest.substr(colon + 1);
+    const std::string idx = std::to_string(index);
+    if (kind == "dev") {
+        if (options.empty()) {
+            throw std::invalid_argument("port " + s.name +
+                                        ": dev needs devargs (dev:net_null0,...)");
+        }
+        s.kind = PortKind::kDevargs;
+        s.devargs = options;
+        s.description = "device " + device_name(options);
+        return s;
+    }
+    std::string passthrough;
+    std::map<std::string, std::string> own;
+    for (const auto& [key, value] : split_options(options, s.name)) {
+        if (key == "vlan") {
+            s.vlan = static_cast<int>(to_unsigned(value, "port " + s.name + ": vlan", 0, 4095));
+        } else if (key == "rxd") {
+            s.rx_descriptors =
+                static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": rxd", 32, 16384));
+        } else if (key == "txd") {
+            s.tx_descriptors =
+                static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": txd", 32, 16384));
+        } else if (key == "queues") {
+            s.queues =
+                static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": queues", 1, 8));
+        } else if (key == "path" || key == "socket" || key == "iface" || key == "server" ||
+                   key == "role" || key == "mac") {
+            own[key] = value;
+        } else {
+            passthrough += "," + key + "=" + value;
+        }
+    }
+    auto need = [&](const char* key) {
+        auto it = own.find(key);
+        if (it == own.end() || it->second.empty()) {
+            throw std::invalid_argument("port " + s.name + ": " + kind + " needs " + key + "=");
+        }
+        return it->second;
+    };
+    auto reject_others = [&](std::initializer_list<const char*> allowed) {
+        for (const auto& kv : own) {
+            if (std::none_of(allowed.begin(), allowed.end(),
+                             [&](const char* a) { return kv.first == a; })) {
+                throw std::invalid_argument("port " + s.name + ": " + kind + " takes no " +
+                                            kv.first + "=");
+            }
+        }
+    };
+    const std::string mac_arg = own.count("mac") ? own["mac"] : mac_text(mac);
+    if (kind == "virtio") {
+        reject_others({"path", "server", "mac"});
+        s.kind = PortKind::kVirtio;
+        s.socket = need("path");
+        const std::string server = own.count("server") ? own["server"] : "1";
+        if (server != "0" && server != "1") {
+            throw std::invalid_argument("port " + s.name + ": server must be 0 or 1");
+        }
+        s.listens = server == "1";
+        s.devargs = "net_virtio_user" + idx + ",path=" + s.socket + ",server=" + server +
+                    ",queues=1,mac=" + mac_arg + passthrough;
+        s.description =
+            "virtio-user " + std::string(s.listens ? "listening on " : "connecting to ") + s.socket;
+    } else if (kind == "memif") {
+        reject_others({"socket", "role", "mac"});
+        s.kind = PortKind::kMemif;
+        s.socket = need("socket");
+        const std::string role = own.count("role") ? own["role"] : "client";
+        if (role != "client" && role != "server") {
+            throw std::invalid_argument("port " + s.name + ": role must be client or server");
+        }
+        s.listens = role == "server";
+        s.devargs = "net_memif" + idx + ",role=" + role + ",socket=" + s.socket +
+                    ",mac=" + mac_arg + passthrough;
+        s.description = "memif " + role + " on " + s.socket;
+    } else if (kind == "af_packet" || kind == "af_xdp") {
+        reject_others({"iface"});
+        s.kind = kind == "af_packet" ? PortKind::kAfPacket : PortKind::kAfXdp;
+        const std::string iface = need("iface");
+        s.devargs = "net_" + kind + idx + ",iface=" + iface + passthrough;
+        s.description = kind + " on interface " + iface;
+    } else if (kind == "ring") {
+        reject_others({});
+        s.kind = PortKind::kRing;
+        s.devargs = "net_ring" + idx + passthrough;
+        s.description = "in-process loopback ring";
+    } else {
+        throw std::invalid_argument("port " + s.name + ": unknown kind '" + kind +
+                                    "' (virtio, memif, af_packet, af_xdp, ring, dev)");
+    }
+    return s;
+}
+
+PortSet::PortSet(std::vector<PortSpec> specs)
+    : specs_(std::move(specs)),
+      ids_(specs_.size(), UINT16_MAX),
+      probed_(specs_.size(), false),
+      started_(specs_.size(), false) {
+    if (specs_.size() > RTE_MAX_ETHPORTS) {
+        throw std::invalid_argument("at most " + std::to_string(RTE_MAX_ETHPORTS) +
+                                    " ports (DPDK's RTE_MAX_ETHPORTS)");
+    }
+}
+
+PortSet::~PortSet() {
+    // In reverse: a virtio-user port goes before the vhost-user port it is connected to.
+    for (std::size_t i = specs_.size(); i-- > 0;) {
+        if (started_[i]) {
+            rte_eth_dev_stop(ids_[i]);
+            if (specs_[i].kind == PortKind::kMemif) {
+                // The peer's disconnect runs on DPDK's interrupt thread; when the peer is
+                // in this process too, let it finish before its port is stopped or closed.
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+        }
+    }
+    for (std::size_t i = specs_.size(); i-- > 0;) {
+        if (probed_[i]) {
+            rte_eth_dev_close(ids_[i]);
+        }
+    }
+    remove_sockets();
+}
+
+void PortSet::remove_sockets() const {
+    for (const PortSpec& s : specs_) {
+        if (s.listens && is_socket(s.socket)) {
+            unlink(s.socket.c_str());
+        }
+    }
+}
+
+int PortSet::find(const std::string& name) const {
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+        if (specs_[i].name == name) {
+            return static_cast<int>(i);
+        }
+    }
+    return -1;
+}
+
+void PortSet::probe(const std::vector<std::size_t>& order, double timeout_s) {
+    for (const std::size_t i : order) {
+        // A socket left by a killed run would make bind() fail.
+        if (specs_[i].listens && is_socket(specs_[i].socket)) {
+            unlink(specs_[i].socket.c_str());
+        }
+    }
+
+    struct Shared {
+        std::mutex mutex;
+        std::size_t current = 0;  // position in order
+        Clock::time_point since = Clock::now();
+        std::string error;
+        bool done = false;
+    };
+    auto shared = std::make_shared<Shared>();
+    std::thread prober([this, order, shared] {
+        for (std::size_t k = 0; k < order.size(); ++k) {
+            {
+                std::lock_guard lock(shared->mutex);
+                shared->current = k;
+                shared->since = Clock::now();
+            }
+            const PortSpec& s = specs_[order[k]];
+            const int rc = rte_dev_probe(s.devargs.c_str());
+            std::lock_guard lock(shared->mutex);
+            if (rc != 0) {
+                // DPDK's drivers mostly answer -1, which says nothing: leave it out.
+                shared->error =
+                    "port " + s.name + " (" + s.description + ") never came up: " + probe_hint(s) +
+                    (rc == -1 ? std::string() : " (" + std::string(rte_strerror(-rc)) + ")");
+                shared->done = true;
+                return;
+            }
+            probed_[order[k]] = true;
+            if (rte_eth_dev_get_port_by_name(device_name(s.devargs).c_str(), &ids_[order[k]]) !=
+                0) {
+                shared->error = "port " + s.name + ": probed, but DPDK lists no ethdev named " +
+                                device_name(s.devargs);
+                shared->done = true;
+                return;
+            }
+        }
+        shared->done = true;
+    });
+    std::size_t announced = order.size();
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::lock_guard lock(shared->mutex);
+        if (shared->done) {
+            break;
+        }
+        if (announced != shared->current && seconds_since(shared->since) > 1.0) {
+            // Said once per port, so that a user sees what the generator waits for.
+            announced = shared->current;
+            const PortSpec& s = specs_[order[announced]];
+            std::fprintf(stderr, "conduit-gen: waiting for port %s (%s)\n", s.name.c_str(),
+                         s.description.c_str());
+        }
+        if (seconds_since(shared->since) > timeout_s) {
+            const PortSpec& s = specs_[order[shared->current]];
+            prober.detach();  // blocked inside DPDK; the caller exits the process
+            std::string why = s.kind == PortKind::kVirtio && s.listens
+                                  ? "no switch connected to " + s.socket
+                                  : "its probe did not finish";
+            throw StuckProbe("port " + s.name + " (" + s.description + ") never came up: " + why +
+                             " within " + std::to_string(static_cast<int>(timeout_s)) + " s");
+        }
+    }
+    prober.join();
+    if (!shared->error.empty()) {
+        throw PortError(shared->error);
+    }
+}
+
+void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
+    const PortSpec& s = specs_[i];
+    const uint16_t id = ids_[i];
+    rte_eth_conf conf{};
+    int rc = rte_eth_dev_configure(id, s.queues, s.queues, &conf);
+    if (rc != 0) {
+        throw PortError("port " + s.name + ": cannot configure: " + rte_strerror(-rc));
+    }
+    uint16_t rxd = s.rx_descriptors, txd = s.tx_descriptors;
+    rte_eth_dev_adjust_nb_rx_tx_desc(id, &rxd, &txd);
+    for (uint16_t q = 0; q < s.queues && rc == 0; ++q) {
+        rc = rte_eth_rx_queue_setup(id, q, rxd, rte_eth_dev_socket_id(id), nullptr, pool);
+        if (rc == 0) {
+            rc = rte_eth_tx_queue_setup(id, q, txd, rte_eth_dev_socket_id(id), nullptr);
+        }
+    }
+    if (rc != 0) {
+        throw PortError("port " + s.name + ": cannot set up its queues: " + rte_strerror(-rc));
+    }
+    // A memif client connects when started and fails while its server is not there yet:
+    // keep trying until the timeout.
+    const auto begin = Clock::now();
+    for (int attempt = 0;; ++attempt) {
+        rc = rte_eth_dev_start(id);
+        if (attempt == 1 && s.kind == PortKind::kMemif) {
+            // The PMD logs every failed connect: once is enough.
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_EMERG);
+        }
+        if (rc == 0) {
+            break;
+        }
+        if (seconds_since(begin) > timeout_s) {
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
+            throw PortError("port " + s.name + " (" + s.description + ") never came up: " +
+                            (s.kind == PortKind::kMemif && !s.listens
+                                 ? "no memif server listening on " + s.socket +
+                                       " (is the switch's memif port up?)"
+                                 : std::string("cannot start: ") + rte_strerror(-rc)));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
+    started_[i] = true;
+    // Frames for many MACs arrive here: receive them all.
+    rte_eth_promiscuous_enable(id);
+    if (s.kind != PortKind::kVirtio && s.kind != PortKind::kMemif) {
+        rte_ether_addr addr{};
+        for (int b = 5; b >= 0; --b) {
+            addr.addr_bytes[b] = static_cast<uint8_t>(s.mac >> (8 * (5 - b)));
+        }
+        rte_eth_dev_default_mac_addr_set(id, &addr);  // best effort: some PMDs refuse
+    }
+}
+
+void PortSet::wait_link(std::size_t i, double timeout_s) {
+    const PortSpec& s = specs_[i];
+    const auto begin = Clock::now();
+    for (;;) {
+        rte_eth_link link{};
+        if (rte_eth_link_get_nowait(ids_[i], &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
+            return;
+        }
+        if (seconds_since(begin) > timeout_s) {
+            std::string why;
+            switch (s.kind) {
+                case PortKind::kMemif:
+                    why = s.listens ? "no memif client connected to " + s.socket
+                                    : "the memif server on " + s.socket + " did not accept us";
+                    break;
+                case PortKind::kVirtio:
+                    why = "the vhost-user handshake on " + s.socket + " did not complete";
+                    break;
+                case PortKind::kAfPacket:
+                case PortKind::kAfXdp:
+                    why = "the interface is down (ip link set ... up; its peer must be up too)";
+                    break;
+                default:
+                    why = "its link stayed down";
+            }
+            throw PortError("port " + s.name + " (" + s.description + ") never came up: " + why +
+                            " within " + std::to_string(static_cast<int>(timeout_s)) + " s");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
+    // Three groups, each probed then started: ports that cannot block (a vhost-user
+    // port of our own creates its socket only when configured); virtio-user ports that
+    // connect (perhaps to such a port); listening virtio-user ports last, since each
+    // waits inside its probe until its switch connects.
+    auto connecting = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && !s.listens; };
+    auto listening = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && s.listens; };
+    std::vector<std::vector<std::size_t>> groups(3);
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+        groups[listening(specs_[i]) ? 2 : connecting(specs_[i]) ? 1 : 0].push_back(i);
+    }
+    for (auto& group : groups) {
+        if (group.empty()) {
+            continue;
+        }
+        probe(group, timeout_s);
+        // Listening memif ports first, so that memif clients among our own ports (a
+        // looped pair in one process) find their server started.
+        std::stable_partition(group.begin(), group.end(), [this](std::size_t i) {
+            return specs_[i].kind == PortKind::kMemif && specs_[i].listens;
+        });
+        for (const std::size_t i : group) {
+            start_port(i, pool, timeout_s);
+        }
+    }
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+        wait_link(i, timeout_s);
+    }
+}
+
+}  // namespace conduit::gen

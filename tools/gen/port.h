@@ -1,0 +1,86 @@
+// tools/gen/port: conduit-gen's ports. Each is one DPDK ethdev: a guest NIC
+// (virtio-user, listening or connecting), the wire (net_memif, net_af_packet,
+// net_af_xdp), an in-process loopback ring, or any devargs. They are probed after the
+// EAL is up, one at a time, on a helper thread so that a port that never comes up (a
+// listening virtio-user port that no switch connects to blocks inside DPDK's probe) is
+// reported by name instead of hanging the generator.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tools/gen/frame.h"
+
+struct rte_mempool;
+
+namespace conduit::gen {
+
+enum class PortKind { kVirtio, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
+
+struct PortSpec {
+    std::string name;
+    PortKind kind = PortKind::kRing;
+    std::string devargs;      // what DPDK probes
+    std::string description;  // for messages: "virtio-user listening on /run/g1.sock"
+    std::string socket;       // virtio-user path or memif socket
+    bool listens = false;     // virtio-user server=1 / memif role=server
+    int vlan = -1;            // 802.1Q tag on every frame this port sends, or none
+    uint16_t rx_descriptors = 1024;
+    uint16_t tx_descriptors = 1024;
+    // Queue pairs: received from all in turn, sent on the first. A peer may send on a
+    // queue other than 0 (OVS's PMD threads send on queue 1 and up, its main thread on 0).
+    uint16_t queues = 1;
+    Mac mac = 0;
+};
+
+// "NAME=KIND[:key=value,...]"; index makes the DPDK device name unique.
+// KIND: virtio (path=, server=1|0, ...), memif (socket=, role=client|server, id=, ...),
+// af_packet (iface=, ...), af_xdp (iface=, ...), ring, dev (the rest is raw devargs).
+// vlan=, rxd=, txd=, queues= are the generator's own; other keys go to the PMD unchanged.
+PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac);
+
+// A port that did not come up; the message names it and says what to check.
+class PortError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+// Thrown when a probe is stuck inside DPDK past the timeout: the process can only exit
+// (see main), after removing what it created.
+class StuckProbe : public PortError {
+  public:
+    using PortError::PortError;
+};
+
+class PortSet {
+  public:
+    explicit PortSet(std::vector<PortSpec> specs);
+    ~PortSet();
+    PortSet(const PortSet&) = delete;
+    PortSet& operator=(const PortSet&) = delete;
+
+    // Probes, configures and starts every port, and waits for each link; throws
+    // PortError (or StuckProbe) naming the first port not up within timeout_s.
+    void bring_up(rte_mempool* pool, double timeout_s);
+    // Listening sockets this generator created; removed even on a hurried exit.
+    void remove_sockets() const;
+
+    std::size_t size() const { return specs_.size(); }
+    const PortSpec& spec(std::size_t i) const { return specs_[i]; }
+    uint16_t id(std::size_t i) const { return ids_[i]; }
+    int find(const std::string& name) const;
+
+  private:
+    void probe(const std::vector<std::size_t>& order, double timeout_s);
+    void start_port(std::size_t i, rte_mempool* pool, double timeout_s);
+    void wait_link(std::size_t i, double timeout_s);
+
+    std::vector<PortSpec> specs_;
+    std::vector<uint16_t> ids_;
+    std::vector<bool> probed_;
+    std::vector<bool> started_;
+};
+
+}  // namespace conduit::gen

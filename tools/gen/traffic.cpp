@@ -1,0 +1,610 @@
+#include "tools/gen/traffic.h"
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_prefetch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+
+#include "tools/gen/port.h"
+
+namespace conduit::gen {
+
+namespace {
+constexpr uint16_t kBurst = 32;
+}
+
+struct Engine::StreamState {
+    StreamSpec spec;
+    FrameTemplate tmpl;
+    uint64_t next_seq = 0;
+    uint32_t src_i = 0, dst_i = 0, flow_i = 0;
+    uint64_t refused = 0, unsent = 0;
+    SequenceTracker seq;
+    uint64_t misdelivered = 0;
+};
+
+struct Engine::PortState {
+    uint16_t id = 0;
+    uint16_t index = 0;
+    uint16_t rx_queues = 1;
+    uint16_t next_rxq = 0;         // received from in turn
+    std::vector<uint16_t> active;  // streams of this port still sending
+    std::size_t rr = 0;
+    double frames_per_tsc = 0;  // 0: as fast as the port takes them
+    uint64_t attempted = 0;     // frames built for this port (fixed rate)
+    uint64_t skipped = 0;       // frames the schedule wanted while the generator was late
+    uint64_t backlog_cap = kBurst;
+    std::vector<uint16_t> sizes;
+    std::size_t size_i = 0;
+    rte_mbuf* pending[kBurst] = {};
+    uint16_t pending_stream[kBurst] = {};
+    uint16_t pending_len[kBurst] = {};
+    uint16_t pending_off = 0, pending_count = 0;
+    uint64_t pause_from = 0, pause_to = 0;
+    bool polled = true;
+    PortPhaseCounters c;
+};
+
+Engine::Engine(PortSet& ports, rte_mempool* pool, unsigned lcore)
+    : ports_(ports), pool_(pool), lcore_(lcore), hz_(rte_get_tsc_hz()), totals_(ports.size()) {}
+
+Engine::~Engine() = default;
+
+PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
+                        double progress_interval_s) {
+    if (phase.streams.empty()) {
+        throw std::invalid_argument("phase " + phase.label + " has no streams");
+    }
+    if (phase.streams.size() > UINT16_MAX) {
+        throw std::invalid_argument("too many streams");
+    }
+    if (phase.duration_s <= 0) {
+        for (const StreamSpec& s : phase.streams) {
+            if (s.frames == 0) {
+                throw std::invalid_argument("phase " + phase.label +
+                                            ": a stream without a frame count needs a duration");
+            }
+        }
+    }
+    phase_ = &phase;
+    ++tag_;
+    streams_.clear();
+    streams_.resize(phase.streams.size());
+    // Kept apart from the streams: 11 KB each, touched once per frame received.
+    latency_.resize(std::max(latency_.size(), phase.streams.size()));
+    for (std::size_t i = 0; i < phase.streams.size(); ++i) {
+        latency_[i].reset();
+    }
+    port_state_.clear();
+    port_state_.resize(ports_.size());
+    for (std::size_t p = 0; p < ports_.size(); ++p) {
+        PortState& ps = port_state_[p];
+        ps.id = ports_.id(p);
+        ps.index = static_cast<uint16_t>(p);
+        ps.rx_queues = ports_.spec(p).queues;
+        for (std::size_t k = 0; k < phase.sizes.period(); ++k) {
+            ps.sizes.push_back(phase.sizes.at(k));
+        }
+    }
+    for (std::size_t i = 0; i < phase.streams.size(); ++i) {
+        StreamState& s = streams_[i];
+        s.spec = phase.streams[i];
+        if (s.spec.tx_port >= ports_.size() || s.spec.rx_port >= ports_.size()) {
+            throw std::invalid_argument("stream " + s.spec.name +
+                                        " names a port that does not exist");
+        }
+        s.tmpl =
+            FrameTemplate(s.spec.ip_src, s.spec.ip_dst, 5001, ports_.spec(s.spec.tx_port).vlan);
+        if (s.spec.src_count == 1 && s.spec.dst_count == 1 && s.spec.flows == 1 &&
+            phase.sizes.period() == 1) {
+            s.tmpl.complete(s.spec.dst_base, s.spec.src_base, 1024, phase.sizes.at(0));
+        }
+        port_state_[s.spec.tx_port].active.push_back(static_cast<uint16_t>(i));
+    }
+    const double per_stream = phase.rate_pps / static_cast<double>(phase.streams.size());
+    for (PortState& ps : port_state_) {
+        if (phase.rate_pps > 0 && !ps.active.empty()) {
+            const double port_pps = per_stream * static_cast<double>(ps.active.size());
+            ps.frames_per_tsc = port_pps / static_cast<double>(hz_);
+            // A generator held up (its CPU taken for a moment: on a shared virtual
+            // machine a vCPU is away for a millisecond now and then) catches up by at
+            // most 1 ms of frames, in bursts; the rest is skipped and reported.
+            ps.backlog_cap = std::max<uint64_t>(kBurst, static_cast<uint64_t>(port_pps * 1e-3));
+        }
+    }
+    if (!phase.rx_ports.empty()) {
+        for (PortState& ps : port_state_) {
+            ps.polled = std::find(phase.rx_ports.begin(), phase.rx_ports.end(), ps.index) !=
+                        phase.rx_ports.end();
+        }
+    }
+    for (const RxPause& pause : phase.pauses) {
+        if (pause.port >= ports_.size()) {
+            throw std::invalid_argument("rx pause names a port that does not exist");
+        }
+    }
+    progress_.sent.store(0);
+    progress_.received.store(0);
+    progress_.elapsed_ms.store(0);
+    progress_.draining.store(false);
+
+    std::atomic<bool> finished{false};
+    struct Launch {
+        Engine* engine;
+        std::atomic<bool>* finished;
+    } launch{this, &finished};
+    const int rc = rte_eal_remote_launch(
+        [](void* arg) -> int {
+            auto* l = static_cast<Launch*>(arg);
+            l->engine->loop();
+            l->finished->store(true, std::memory_order_release);
+            return 0;
+        },
+        &launch, lcore_);
+    if (rc != 0) {
+        throw std::runtime_error("cannot launch the traffic lcore");
+    }
+    auto next_report = std::chrono::steady_clock::now();
+    const auto interval = std::chrono::duration<double>(progress_interval_s);
+    while (!finished.load(std::memory_order_acquire)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (on_progress && progress_interval_s > 0 &&
+            std::chrono::steady_clock::now() >= next_report) {
+            next_report +=
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
+            on_progress(progress_);
+        }
+    }
+    rte_eal_wait_lcore(lcore_);
+    PhaseResult result = collect();
+    for (std::size_t p = 0; p < ports_.size(); ++p) {
+        const PortPhaseCounters& c = port_state_[p].c;
+        totals_[p].tx_frames += c.tx_frames;
+        totals_[p].tx_bytes += c.tx_bytes;
+        totals_[p].rx_frames += c.rx_frames;
+        totals_[p].rx_bytes += c.rx_bytes;
+    }
+    phase_ = nullptr;
+    return result;
+}
+
+bool Engine::take_mbufs(rte_mbuf** pkts, uint16_t count) {
+    const uint16_t from_stash = static_cast<uint16_t>(std::min<uint32_t>(count, stash_count_));
+    for (uint16_t i = 0; i < from_stash; ++i) {
+        pkts[i] = stash_[--stash_count_];
+    }
+    if (from_stash < count &&
+        rte_mempool_get_bulk(pool_, reinterpret_cast<void**>(pkts + from_stash),
+                             count - from_stash) != 0) {
+        recycle(pkts, from_stash);
+        return false;
+    }
+    return true;
+}
+
+void Engine::recycle(rte_mbuf** pkts, uint16_t count) {
+    for (uint16_t i = 0; i < count; ++i) {
+        if (stash_count_ == kStash) {
+            rte_mempool_put_bulk(pool_, reinterpret_cast<void* const*>(pkts + i), count - i);
+            return;
+        }
+        stash_[stash_count_++] = pkts[i];
+    }
+}
+
+uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_t now) {
+    if (count == 0 || port.active.empty() || !take_mbufs(pkts, count)) {
+        return 0;
+    }
+    const uint16_t magic = static_cast<uint16_t>(kMagicHigh | tag_);
+    if (port.active.size() == 1) {
+        // One stream on this port whose frames differ only in their stamp, with no end:
+        // the common benchmark case, built with the least work per frame.
+        const uint16_t si = port.active[0];
+        StreamState& s = streams_[si];
+        const uint16_t len = s.tmpl.complete_len();
+        if (len != 0 && s.spec.frames == 0) {
+            for (uint16_t k = 0; k < count; ++k) {
+                rte_mbuf* m = pkts[k];
+                m->data_off = RTE_PKTMBUF_HEADROOM;
+                m->port = port.id;
+                m->ol_flags = 0;
+                m->packet_type = 0;
+                m->vlan_tci = 0;
+                s.tmpl.write_complete(m,
+                                      Stamp{magic, si, static_cast<uint32_t>(s.next_seq++), now});
+                port.pending_stream[k] = si;
+                port.pending_len[k] = len;
+            }
+            return count;
+        }
+    }
+    uint16_t built = 0;
+    while (built < count && !port.active.empty()) {
+        if (port.rr >= port.active.size()) {
+            port.rr = 0;
+        }
+        const uint16_t si = port.active[port.rr++];
+        StreamState& s = streams_[si];
+        const StreamSpec& spec = s.spec;
+        const uint16_t len = port.sizes[port.size_i];
+        if (++port.size_i == port.sizes.size()) {
+            port.size_i = 0;
+        }
+        rte_mbuf* m = pkts[built];
+        // Only the first cache line is written: every mbuf here is direct and
+        // single-segment with one reference and no next segment (the pool's invariant,
+        // and what receive() checks before it keeps a buffer).
+        m->data_off = RTE_PKTMBUF_HEADROOM;
+        m->port = port.id;
+        m->ol_flags = 0;
+        m->packet_type = 0;
+        m->vlan_tci = 0;
+        const Stamp stamp{magic, si, static_cast<uint32_t>(s.next_seq), now};
+        if (s.tmpl.complete_len() != 0) {
+            s.tmpl.write_complete(m, stamp);
+        } else {
+            s.tmpl.write(m, spec.dst_base + s.dst_i, spec.src_base + s.src_i,
+                         static_cast<uint16_t>(1024 + s.flow_i), len, stamp);
+        }
+        port.pending_stream[built] = si;  // which stream each frame of the burst is
+        port.pending_len[built] = len;
+        ++built;
+        if (++s.src_i == spec.src_count) {
+            s.src_i = 0;
+        }
+        if (++s.dst_i == spec.dst_count) {
+            s.dst_i = 0;
+        }
+        if (++s.flow_i == spec.flows) {
+            s.flow_i = 0;
+        }
+        if (++s.next_seq == spec.frames) {
+            // This stream is done: take it out of the rotation.
+            --port.rr;
+            port.active.erase(port.active.begin() + static_cast<std::ptrdiff_t>(port.rr));
+        }
+    }
+    if (built < count) {
+        recycle(pkts + built, static_cast<uint16_t>(count - built));
+    }
+    return built;
+}
+
+void Engine::transmit(PortState& port, uint64_t now) {
+    if (port.frames_per_tsc == 0) {
+        // As fast as the port takes frames: a refused frame waits for the next call.
+        const uint64_t t0 = rte_rdtsc();
+        bool built = false;
+        if (port.pending_off == port.pending_count) {
+            port.pending_off = 0;
+            port.pending_count = build(port, port.pending, kBurst, now);
+            if (port.pending_count == 0) {
+                return;
+            }
+            built = true;
+        }
+        const uint16_t want = static_cast<uint16_t>(port.pending_count - port.pending_off);
+        const uint16_t sent = rte_eth_tx_burst(port.id, 0, port.pending + port.pending_off, want);
+        ++port.c.tx_calls;
+        port.c.tx_calls_short += sent < want;
+        uint64_t bytes = 0;
+        for (uint16_t k = port.pending_off; k < port.pending_off + sent; ++k) {
+            bytes += port.pending_len[k];
+        }
+        port.c.tx_frames += sent;
+        port.c.tx_bytes += bytes;
+        port.pending_off = static_cast<uint16_t>(port.pending_off + sent);
+        // A retry the port refused again is waiting for the switch, not work.
+        if (built || sent != 0) {
+            work_cycles_ += rte_rdtsc() - t0;
+        }
+        return;
+    }
+    if (port.active.empty()) {
+        return;
+    }
+    const auto due_total =
+        static_cast<uint64_t>(static_cast<double>(now - start_tsc_) * port.frames_per_tsc);
+    const uint64_t done = port.attempted + port.skipped;
+    if (due_total <= done) {
+        return;
+    }
+    uint64_t due = due_total - done;
+    if (due > port.backlog_cap) {
+        port.skipped += due - port.backlog_cap;
+        due = port.backlog_cap;
+    }
+    const uint64_t t0 = rte_rdtsc();
+    rte_mbuf* pkts[kBurst];
+    const uint16_t built =
+        build(port, pkts, static_cast<uint16_t>(std::min<uint64_t>(due, kBurst)), now);
+    if (built == 0) {
+        return;
+    }
+    port.attempted += built;
+    const uint16_t sent = rte_eth_tx_burst(port.id, 0, pkts, built);
+    ++port.c.tx_calls;
+    port.c.tx_calls_short += sent < built;
+    uint64_t bytes = 0;
+    for (uint16_t k = 0; k < sent; ++k) {
+        bytes += port.pending_len[k];
+    }
+    port.c.tx_frames += sent;
+    port.c.tx_bytes += bytes;
+    if (sent < built) {
+        // The switch did not drain its side of the ring in time: on a wire these frames
+        // would be gone too.
+        for (uint16_t k = sent; k < built; ++k) {
+            ++streams_[port.pending_stream[k]].refused;
+        }
+        port.c.refused += built - sent;
+        recycle(pkts + sent, static_cast<uint16_t>(built - sent));
+    }
+    work_cycles_ += rte_rdtsc() - t0;
+}
+
+void Engine::finish_pending(PortState& port) {
+    for (uint16_t k = port.pending_off; k < port.pending_count; ++k) {
+        ++streams_[port.pending_stream[k]].unsent;
+    }
+    if (port.pending_count > port.pending_off) {
+        recycle(port.pending + port.pending_off,
+                static_cast<uint16_t>(port.pending_count - port.pending_off));
+    }
+    port.pending_off = port.pending_count = 0;
+}
+
+uint16_t Engine::receive(PortState& port, uint64_t now) {
+    if (now >= port.pause_from && now < port.pause_to) {
+        return 0;
+    }
+    const uint64_t t0 = rte_rdtsc();
+    rte_mbuf* pkts[kBurst];
+    const uint16_t queue = port.next_rxq;
+    if (port.rx_queues > 1) {
+        port.next_rxq = static_cast<uint16_t>(queue + 1 == port.rx_queues ? 0 : queue + 1);
+    }
+    const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kBurst);
+    if (n == 0) {
+        return 0;
+    }
+    const uint8_t tag = tag_;
+    const auto nstreams = static_cast<uint16_t>(streams_.size());
+    uint64_t bytes = 0, good = 0;
+    rte_mbuf* other[kBurst];  // buffers not ours to reuse: freed
+    uint16_t no = 0;
+    // Buffers are kept for the next frames sent while the stash has room for a burst.
+    const bool keep = stash_count_ + kBurst <= kStash;
+    for (uint16_t i = 0; i < n; ++i) {
+        if (i + 1 < n) {
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
+        }
+        rte_mbuf* m = pkts[i];
+        bytes += rte_pktmbuf_pkt_len(m);
+        Stamp st;
+        if (!read_stamp(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), st)) {
+            ++port.c.rx_foreign;
+        } else if ((st.magic & 0xff) != tag || st.stream >= nstreams) {
+            ++port.c.rx_stale;
+        } else {
+            StreamState& s = streams_[st.stream];
+            if (s.spec.rx_port != port.index) {
+                ++s.misdelivered;
+            } else {
+                s.seq.record(st.seq);
+                latency_[st.stream].record(now - st.tsc);
+                ++good;
+            }
+        }
+        if (keep && m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
+            rte_mbuf_refcnt_read(m) == 1) {
+            stash_[stash_count_++] = m;
+        } else {
+            other[no++] = m;
+        }
+    }
+    port.c.rx_frames += n;
+    port.c.rx_bytes += bytes;
+    if (no != 0) {
+        rte_pktmbuf_free_bulk(other, no);
+    }
+    progress_.received.store(progress_.received.load(std::memory_order_relaxed) + good,
+                             std::memory_order_relaxed);
+    work_cycles_ += rte_rdtsc() - t0;
+    return n;
+}
+
+void Engine::loop() {
+    const PhaseSpec& phase = *phase_;
+    const uint64_t start = rte_rdtsc();
+    start_tsc_ = start;
+    const auto ticks = [this](double s) {
+        return static_cast<uint64_t>(s * static_cast<double>(hz_));
+    };
+    const uint64_t end = phase.duration_s > 0 ? start + ticks(phase.duration_s) : UINT64_MAX;
+    uint64_t warm = start + ticks(phase.warmup_s);
+    bool warm_taken = phase.warmup_s <= 0;
+    rx_at_warm_ = 0;
+    rx_bytes_at_warm_ = 0;
+    warm_tsc_ = start;
+    for (const RxPause& pause : phase.pauses) {
+        port_state_[pause.port].pause_from = start + ticks(pause.at_s);
+        port_state_[pause.port].pause_to = start + ticks(pause.at_s + pause.for_s);
+    }
+    const uint64_t idle = ticks(phase.drain_idle_s);
+    const uint64_t drain_max = ticks(phase.drain_max_s);
+    bool sending = true;
+    uint64_t drain_start = 0;
+    uint64_t last_rx_seen = 0;
+    uint64_t last_rx_count = 0;
+    work_cycles_ = 0;
+    auto rx_bytes_now = [this] {
+        uint64_t b = 0;
+        for (const PortState& p : port_state_) {
+            b += p.c.rx_bytes;
+        }
+        return b;
+    };
+    for (;;) {
+        const uint64_t now = rte_rdtsc();
+        for (PortState& p : port_state_) {
+            // Receiving comes first and empties a full ring (within reason) before
+            // anything is sent: the generator must not be why its own frames are lost.
+            if (p.polled) {
+                for (int k = 0; k < 8 && receive(p, now) == kBurst; ++k) {
+                }
+            }
+        }
+        if (sending) {
+            bool any = false;
+            uint64_t sent = 0;
+            for (PortState& p : port_state_) {
+                transmit(p, now);
+                any = any || !p.active.empty() || p.pending_off != p.pending_count;
+                sent += p.c.tx_frames;
+            }
+            progress_.sent.store(sent, std::memory_order_relaxed);
+            if (!warm_taken && now >= warm) {
+                warm_taken = true;
+                warm_tsc_ = now;
+                rx_at_warm_ = progress_.received.load(std::memory_order_relaxed);
+                rx_bytes_at_warm_ = rx_bytes_now();
+            }
+            if (now >= end || !any) {
+                sending = false;
+                tx_end_tsc_ = now;
+                if (!warm_taken) {
+                    warm_tsc_ = start;
+                }
+                rx_at_end_ = progress_.received.load(std::memory_order_relaxed);
+                rx_bytes_at_end_ = rx_bytes_now();
+                for (PortState& p : port_state_) {
+                    finish_pending(p);
+                    p.pause_to = 0;  // paused ports are drained too
+                }
+                drain_start = now;
+                last_rx_seen = now;
+                last_rx_count = rx_at_end_;
+                progress_.draining.store(true, std::memory_order_relaxed);
+            }
+        } else {
+            const uint64_t got = progress_.received.load(std::memory_order_relaxed);
+            if (got != last_rx_count) {
+                last_rx_count = got;
+                last_rx_seen = now;
+            }
+            if (now - last_rx_seen >= idle || now - drain_start >= drain_max) {
+                loop_cycles_ = now - start;
+                break;
+            }
+        }
+        progress_.elapsed_ms.store((now - start) * 1000 / hz_, std::memory_order_relaxed);
+    }
+    skipped_ = 0;
+    for (const PortState& p : port_state_) {
+        skipped_ += p.skipped;
+    }
+    // Back to the pool, so that nothing is held between phases.
+    if (stash_count_ != 0) {
+        rte_mempool_put_bulk(pool_, reinterpret_cast<void* const*>(stash_), stash_count_);
+        stash_count_ = 0;
+    }
+}
+
+LatencySummary Engine::summarize(const LatencyHistogram& h) const {
+    LatencySummary s;
+    const double us = 1e6 / static_cast<double>(hz_);
+    s.samples = h.samples();
+    s.min_us = static_cast<double>(h.min()) * us;
+    s.mean_us = h.mean() * us;
+    s.p50_us = static_cast<double>(h.quantile(0.50)) * us;
+    s.p99_us = static_cast<double>(h.quantile(0.99)) * us;
+    s.p999_us = static_cast<double>(h.quantile(0.999)) * us;
+    s.max_us = static_cast<double>(h.max()) * us;
+    return s;
+}
+
+PhaseResult Engine::collect() const {
+    const PhaseSpec& phase = *phase_;
+    PhaseResult r;
+    r.label = phase.label;
+    r.size = phase.sizes.name();
+    r.mean_frame = phase.sizes.mean();
+    r.target_pps = phase.rate_pps;
+    r.tx_seconds = static_cast<double>(tx_end_tsc_ - start_tsc_) / static_cast<double>(hz_);
+    auto all = std::make_unique<LatencyHistogram>();
+    for (std::size_t i = 0; i < streams_.size(); ++i) {
+        const StreamState& s = streams_[i];
+        StreamResult sr;
+        sr.name = s.spec.name;
+        sr.tx_port = s.spec.tx_port;
+        sr.rx_port = s.spec.rx_port;
+        sr.refused = s.refused;
+        // Every number handed out was sent, refused (fixed rate) or never sent (left
+        // waiting when a maximum-rate phase ended).
+        sr.sent = s.next_seq - s.refused - s.unsent;
+        sr.offered = sr.sent + sr.refused;
+        sr.received = s.seq.unique();
+        sr.lost = sr.offered > sr.received ? sr.offered - sr.received : 0;
+        sr.duplicates = s.seq.duplicates();
+        sr.reordered = s.seq.reordered();
+        sr.misdelivered = s.misdelivered;
+        sr.latency = summarize(latency_[i]);
+        all->merge(latency_[i]);
+        r.offered += sr.offered;
+        r.sent += sr.sent;
+        r.refused += sr.refused;
+        r.received += sr.received;
+        r.lost += sr.lost;
+        r.duplicates += sr.duplicates;
+        r.reordered += sr.reordered;
+        r.misdelivered += sr.misdelivered;
+        r.streams.push_back(std::move(sr));
+    }
+    uint64_t calls = 0, short_calls = 0;
+    for (const PortState& p : port_state_) {
+        r.ports.push_back(p.c);
+        r.stale += p.c.rx_stale;
+        r.foreign += p.c.rx_foreign;
+        calls += p.c.tx_calls;
+        short_calls += p.c.tx_calls_short;
+    }
+    r.latency = summarize(*all);
+    r.loss_ratio =
+        r.offered == 0 ? 0 : static_cast<double>(r.lost) / static_cast<double>(r.offered);
+    r.backpressure = calls == 0 ? 0 : static_cast<double>(short_calls) / static_cast<double>(calls);
+    if (r.tx_seconds > 0) {
+        r.offered_pps = static_cast<double>(r.offered) / r.tx_seconds;
+        r.sent_pps = static_cast<double>(r.sent) / r.tx_seconds;
+    }
+    const double window = static_cast<double>(tx_end_tsc_ - warm_tsc_) / static_cast<double>(hz_);
+    if (window > 0) {
+        r.rx_pps = static_cast<double>(rx_at_end_ - rx_at_warm_) / window;
+        r.rx_bits_per_s = static_cast<double>(rx_bytes_at_end_ - rx_bytes_at_warm_) * 8 / window;
+    }
+    r.generator_skipped = skipped_;
+    r.generator_busy = loop_cycles_ > 0
+                           ? static_cast<double>(work_cycles_) / static_cast<double>(loop_cycles_)
+                           : 0;
+    uint64_t frames_in = 0;
+    for (const PortState& p : port_state_) {
+        frames_in += p.c.rx_frames;
+    }
+    r.cycles_per_frame =
+        frames_in > 0 ? static_cast<double>(work_cycles_) / static_cast<double>(frames_in) : 0;
+    // Behind by more than 1% of the schedule: the result says more about the generator.
+    // (Below that, the rates reported are what was really offered, skips excluded.)
+    r.generator_limited =
+        phase.rate_pps > 0 && static_cast<double>(skipped_) > 0.01 * static_cast<double>(r.offered);
+    return r;
+}
+
+}  // namespace conduit::gen
