@@ -39,8 +39,21 @@ mounts() {
     # The host's files are read-only and do not change under a test: cache them.
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro,cache=loose hostfs /host ||
         { echo "cannot mount the host's root (9p tag hostfs)"; return 1; }
+    # A checkout under /tmp or /run (a CI job's clone, say) must stay visible through the
+    # guest's own tmpfs there: hold it aside and bind it back.
+    keep=""
+    case "$TOP" in
+        /tmp/*|/run/*)
+            mkdir -p /keep-top && mount -o bind "/host$TOP" /keep-top ||
+                { echo "cannot hold the checkout $TOP aside"; return 1; }
+            keep=1 ;;
+    esac
     mount -t tmpfs -o mode=0755 tmpfs /host/run || { echo "tmpfs on /run"; return 1; }
     mount -t tmpfs -o mode=1777 tmpfs /host/tmp || { echo "tmpfs on /tmp"; return 1; }
+    if [ -n "$keep" ]; then
+        mkdir -p "/host$TOP" && mount -o bind /keep-top "/host$TOP" ||
+            { echo "cannot bind the checkout $TOP back under its tmpfs"; return 1; }
+    fi
     mkdir -p "$W" || { echo "cannot create $WORK"; return 1; }
     # The work directory is written by both sides while the guest runs: no cache.
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none work "$W" ||
