@@ -9,7 +9,7 @@
 # when it ends. In the private mount namespace it gets fresh /run, /tmp, /dev/shm and
 # its own hugetlbfs instance (stale hugepage files of an earlier run cannot eat pages),
 # a sysfs of its own network namespace (only loopback, brought up here) and bpffs.
-# RUN_DIR keeps its path. The script's exit status is this shell's.
+# RUN_DIR and the checkout keep their paths. The script's exit status is this shell's.
 set -u
 run=$1
 fail() { echo "rig_run: $*" >&2; exit 125; }
@@ -21,6 +21,9 @@ trap 'terminated=1' TERM INT
 # /tmp and /run are replaced below: a run directory under them is carried over through
 # an open descriptor and bound back at the same path.
 exec 9<"$run" || fail "cannot open $run"
+# So is the checkout this script lives in, when it is under them (a CI job's clone).
+top=$(cd "$(dirname "$0")/../.." && pwd)
+exec 8<"$top" || fail "cannot open $top"
 mount -t tmpfs -o mode=0755 tmpfs /run || fail "cannot mount a tmpfs on /run"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fail "cannot mount a tmpfs on /tmp"
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || fail "cannot mount a tmpfs on /dev/shm"
@@ -30,7 +33,13 @@ case "$run" in
             fail "cannot bind $run back after replacing its parent"
         ;;
 esac
-exec 9<&-
+case "$top" in
+    /run/* | /tmp/*)
+        mkdir -p "$top" && mount --no-canonicalize --bind /proc/self/fd/8 "$top" ||
+            fail "cannot bind the checkout $top back after replacing its parent"
+        ;;
+esac
+exec 9<&- 8<&-
 mount -t sysfs sysfs /sys || fail "cannot mount sysfs for the new network namespace"
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null || echo "rig_run: no bpffs here" >&2
 [ -d /dev/hugepages ] || mkdir -p /dev/hugepages
