@@ -223,7 +223,13 @@ def test_vm_to_vm_gso_frames_pass_through_whole(lab):
     assert c["vm2"]["tx_gso_software"] == 0 and c["vm2"]["tx_csum_software"] == 0, c["vm2"]
     for port in ("vm1", "vm2"):
         drops = {k: v for k, v in c[port].items() if k.startswith("drop_") and v}
+        # A guest under TCG sometimes leaves its receive ring full for a moment while a
+        # bulk TCP transfer fills it: that is backpressure, counted as such, and TCP
+        # resends. Every other reason means a frame the switch mishandled.
+        full = drops.pop("drop_tx_queue_full", 0)
         assert not drops, f"{port}: {drops}"
+        sent = c[port]["tx_packets"]
+        assert full <= max(2, sent // 50), f"{port}: {full} of {sent} frames met a full ring"
 
 
 def test_guest_without_offloads_gets_segmented_checksummed_frames(lab):

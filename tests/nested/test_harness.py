@@ -182,6 +182,42 @@ exit $found
     assert after.stdout.strip() == f"alive {token}"
 
 
+def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(kvm_hosts):
+    """TCG's SVM emulation sometimes crashes the outer kernel (kvmrig.OuterKernelCrash);
+    the rig then repeats the run on a fresh outer guest and says so. Here the first try
+    crashes the outer kernel on purpose (a marker outside the run directory, which is
+    reset for the second try, tells the tries apart)."""
+    kvm_host = kvm_hosts.get("nested")  # only the nested rig has an outer kernel
+    try:
+        kvm_host.boot()
+    except kvmrig.RigError as err:
+        pytest.fail(f"the nested KVM host did not boot: {err}")
+    kvm_host.label = "outer kernel crash and repeat"
+    token = secrets.token_hex(8)
+    crashes_before = len(kvm_host.crashes)
+    boots_before = len(kvm_host.boots)
+    # A prepared file keeps what the first try appended to it (files the run created
+    # are removed before the second try); the run's /tmp would not survive the reboot.
+    r = kvm_host.run(f"""
+echo try >>tries
+echo partial >left-by-the-first-try
+if [ "$(wc -l <tries)" = 1 ]; then
+    echo c >/proc/sysrq-trigger
+    sleep 60
+fi
+ls
+echo second-try {token}
+""", timeout=180, files={"tries": ""})
+    r.assert_ok()
+    assert f"second-try {token}" in r.stdout, r.describe()
+    assert "left-by-the-first-try" in r.stdout  # written again by the second try
+    assert len(kvm_host.crashes) == crashes_before + 1, kvm_host.crashes
+    assert "kernel panicked" in kvm_host.crashes[-1]
+    assert len(kvm_host.boots) == boots_before + 1
+    after = kvm_host.run(f"echo alive {token}", timeout=120)
+    after.assert_ok()
+
+
 def test_an_outer_guest_without_kvm_fails_with_the_reason(tmp_path):
     """The boot-failure path every nested test relies on to fail loudly: an outer guest
     whose initramfs lacks kvm_amd must not be taken for a KVM host."""
