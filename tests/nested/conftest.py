@@ -65,6 +65,20 @@ class HostPool:
                 else kvmrig.DirectKvm(workdir)
         return self.hosts[name]
 
+    def ready(self, name):
+        """The host NAME, booted (nested) and able to run; fails the test with the
+        reason when it cannot be."""
+        if name == "direct" and self.config.kvm_direct_problem is not None:
+            pytest.fail(f"the direct KVM host was chosen but cannot run: "
+                        f"{self.config.kvm_direct_problem}")
+        host = self.get(name)
+        if isinstance(host, kvmrig.NestedKvm):
+            try:
+                host.boot()
+            except kvmrig.RigError as err:
+                pytest.fail(f"the nested KVM host did not boot: {err}")
+        return host
+
     def close(self):
         for host in self.hosts.values():
             host.close()
@@ -82,16 +96,7 @@ def kvm_hosts(request, tmp_path_factory):
 def kvm_host(request, kvm_hosts):
     """A kvmrig host (NestedKvm or DirectKvm) ready to run(); booted before the test so
     that the test's own runs are timed without the boot."""
-    name = request.param
-    if name == "direct" and request.config.kvm_direct_problem is not None:
-        pytest.fail(f"the direct KVM host was chosen but cannot run: "
-                    f"{request.config.kvm_direct_problem}")
-    host = kvm_hosts.get(name)
-    if isinstance(host, kvmrig.NestedKvm):
-        try:
-            host.boot()
-        except kvmrig.RigError as err:
-            pytest.fail(f"the nested KVM host did not boot: {err}")
+    host = kvm_hosts.ready(request.param)
     host.label = request.node.nodeid
     first = len(host.timings)
     yield host

@@ -187,11 +187,7 @@ def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(
     the rig then repeats the run on a fresh outer guest and says so. Here the first try
     crashes the outer kernel on purpose (a marker outside the run directory, which is
     reset for the second try, tells the tries apart)."""
-    kvm_host = kvm_hosts.get("nested")  # only the nested rig has an outer kernel
-    try:
-        kvm_host.boot()
-    except kvmrig.RigError as err:
-        pytest.fail(f"the nested KVM host did not boot: {err}")
+    kvm_host = kvm_hosts.ready("nested")  # only the nested rig has an outer kernel
     kvm_host.label = "outer kernel crash and repeat"
     token = secrets.token_hex(8)
     crashes_before = len(kvm_host.crashes)

@@ -182,16 +182,7 @@ def scenario(request, kvm_hosts, guest_initrd):
     """Boots every VM of the module one after the other in one run on the KVM host
     REQUEST.param: 1, 2 and 4 vCPUs, hugepages, a panic, a reboot, and a config file
     with command-line overrides and the console in a file."""
-    host_name = request.param
-    if host_name == "direct" and request.config.kvm_direct_problem is not None:
-        pytest.fail(f"the direct KVM host was chosen but cannot run: "
-                    f"{request.config.kvm_direct_problem}")
-    host = kvm_hosts.get(host_name)
-    if isinstance(host, kvmrig.NestedKvm):
-        try:
-            host.boot()
-        except kvmrig.RigError as err:
-            pytest.fail(f"the nested KVM host did not boot: {err}")
+    host = kvm_hosts.ready(request.param)
     vms = {vm.name: vm for vm in (
         Vm("cpus1", 1, 256), Vm("cpus2", 2, 384), Vm("cpus4", 4, 512),
         Vm("huge", 2, 256),
@@ -211,7 +202,7 @@ def scenario(request, kvm_hosts, guest_initrd):
                  env={"KERNEL": kvmrig.stock_kernel()[0]})
     for vm in vms.values():
         vm.read(r)
-    print(f"\n[{host_name}] {r.seconds:.1f} s for the run:\n{r.stdout.strip()}")
+    print(f"\n[{host.name}] {r.seconds:.1f} s for the run:\n{r.stdout.strip()}")
     return Scenario(r, vms, config_name)
 
 

@@ -85,11 +85,7 @@ PORTS
 
 @pytest.fixture(scope="module")
 def switch_scenario(kvm_hosts, net_guest):
-    host = kvm_hosts.get("nested")
-    try:
-        host.boot()
-    except kvmrig.RigError as err:
-        pytest.fail(f"the nested KVM host did not boot: {err}")
+    host = kvm_hosts.ready("nested")
     kernel, guest = net_guest
     prefix = f"cd{secrets.token_hex(3)}"
     config = f"""

@@ -18,45 +18,15 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/mbuf_pool_env.h"
+
 namespace conduit::sw {
 namespace {
 
-rte_mempool* g_pool = nullptr;
+using test::g_pool;
 
-class EalEnvironment : public ::testing::Environment {
-  public:
-    void SetUp() override {
-        // Private, file-less EAL: no hugepages, no devices, no shared config.
-        prefix_ = "fwdtest" + std::to_string(getpid());
-        const std::string& prefix = prefix_;
-        const char* args[] = {"forwarding_test", "--no-huge",    "--no-pci",    "--no-shconf",
-                              "--file-prefix",   prefix.c_str(), "-m",          "64",
-                              "--lcores",        "0@0",          "--log-level", "error",
-                              "--no-telemetry"};
-        int argc = sizeof args / sizeof args[0];
-        // Without an EAL every test here would be skipped: stop instead, loudly.
-        if (rte_eal_init(argc, const_cast<char**>(args)) < 0) {
-            std::fprintf(stderr, "forwarding_test: EAL initialisation failed\n");
-            std::abort();
-        }
-        g_pool = rte_pktmbuf_pool_create("test", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-        if (g_pool == nullptr) {
-            std::fprintf(stderr, "forwarding_test: cannot create the mbuf pool\n");
-            std::abort();
-        }
-    }
-    void TearDown() override {
-        rte_mempool_free(g_pool);
-        rte_eal_cleanup();
-        std::error_code ignored;
-        std::filesystem::remove_all("/var/run/dpdk/" + prefix_, ignored);
-    }
-
-  private:
-    std::string prefix_;
-};
-
-const auto* const g_env = ::testing::AddGlobalTestEnvironment(new EalEnvironment);
+const auto* const g_env =
+    ::testing::AddGlobalTestEnvironment(new test::MbufPoolEnvironment("forwarding_test", 64, 4095));
 
 // Records what each port was given, then frees it as a real port would.
 class RecordingSink : public TxSink {

@@ -22,43 +22,15 @@
 #include <vector>
 
 #include "switch/forwarding.h"
+#include "tests/unit/mbuf_pool_env.h"
 
 namespace conduit::sw {
 namespace {
 
-rte_mempool* g_pool = nullptr;
+using test::g_pool;
 
-class EalEnvironment : public ::testing::Environment {
-  public:
-    void SetUp() override {
-        prefix_ = "offloadtest" + std::to_string(getpid());
-        const char* args[] = {"offload_test",  "--no-huge",     "--no-pci",    "--no-shconf",
-                              "--file-prefix", prefix_.c_str(), "-m",          "128",
-                              "--lcores",      "0@0",           "--log-level", "error",
-                              "--no-telemetry"};
-        int argc = sizeof args / sizeof args[0];
-        if (rte_eal_init(argc, const_cast<char**>(args)) < 0) {
-            std::fprintf(stderr, "offload_test: EAL initialisation failed\n");
-            std::abort();
-        }
-        g_pool = rte_pktmbuf_pool_create("test", 8191, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-        if (g_pool == nullptr) {
-            std::fprintf(stderr, "offload_test: cannot create the mbuf pool\n");
-            std::abort();
-        }
-    }
-    void TearDown() override {
-        rte_mempool_free(g_pool);
-        rte_eal_cleanup();
-        std::error_code ignored;
-        std::filesystem::remove_all("/var/run/dpdk/" + prefix_, ignored);
-    }
-
-  private:
-    std::string prefix_;
-};
-
-const auto* const g_env = ::testing::AddGlobalTestEnvironment(new EalEnvironment);
+const auto* const g_env =
+    ::testing::AddGlobalTestEnvironment(new test::MbufPoolEnvironment("offload_test", 128, 8191));
 
 // ---------------------------------------------------------------------------------------
 // Reference frames
