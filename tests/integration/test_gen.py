@@ -176,6 +176,26 @@ def test_rfc2544_two_step_search(rig):
     check_counts_agree(cd, r)
 
 
+def test_search_tries_repeat_a_failing_step_and_keep_every_try(rig):
+    """g2 stops draining in every trial, so every try loses: with --search-tries 2 each
+    step of both searches is tried twice, every try is in the report, and neither
+    search passes a rate."""
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "rfc2544", "--trials", "1",
+                         "--duration", "1", "--search-steps", "2", "--search-duration", "1",
+                         "--search-tries", "2", "--rx-pause", "g2:0.2:0.6")
+    assert rc == 0, gen.output()
+    [size] = r["sizes"]
+    for search in ("pdr", "ndr"):
+        result = size[search]
+        tries = [r["trials"][i] for i in result["steps"]]
+        assert len(tries) == 4, (search, [t["label"] for t in tries])
+        assert [("try 2/2" in t["label"]) for t in tries] == [False, True, False, True]
+        assert all(t["loss_ratio"] > 0.005 for t in tries), [t["loss_ratio"] for t in tries]
+        assert result["rate_pps"] == 0 and "trial" not in result
+    assert "fail; trying again" in gen.output()
+    check_counts_agree(cd, r)
+
+
 def test_rfc2889_capacity_and_learning_rate(rig):
     """A table of 1000 entries, one of them the test port's own MAC: 999 learning
     addresses fit. Searching 256..1024 in three steps tries 1024 (25 flooded), 639, 831."""

@@ -343,6 +343,7 @@ def gen_case_args(case, switch, socks, memif, args):
                    "--trials", str(args.trials), "--duration", str(args.duration),
                    "--warmup", str(args.warmup), "--search-steps", str(args.steps),
                    "--search-duration", str(args.search_duration),
+                   "--search-tries", str(args.tries),
                    "--topology", "star:uplink" if case.uplink else "pairs",
                    "--title", f"{switch.name}: {case.title}"]
     if case.macs:
@@ -711,7 +712,9 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
          f"- Run: {started_utc}, took {elapsed / 60:.0f} min; per switch, case and size: "
          f"{args.trials} trial(s) of {args.duration:g} s at the maximum offered load "
          f"(first {args.warmup:g} s not counted), then PDR and NDR binary searches of "
-         f"{args.steps} steps of {args.search_duration:g} s each.",
+         f"{args.steps} steps of {args.search_duration:g} s each, a step passing when one "
+         f"of {args.tries} tries meets its loss limit (the host takes a virtual machine's "
+         f"CPU away for a millisecond now and then; see conduit-gen's `--search-tries`).",
          f"- Machine: {os.cpu_count()} CPUs ({cpu}); DPDK {dpdk}; {ovs}; hugepages "
          f"{'on' if HUGE else 'off (--no-huge)'}.",
          "- The switch under test polls on CPU 1 (one core); conduit-gen on CPU 0.",
@@ -874,6 +877,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--steps", type=int, default=4, help="steps of each binary search")
     ap.add_argument("--search-duration", type=float, default=1.0)
+    ap.add_argument("--tries", type=int, default=3, help="tries of a failing search step")
     ap.add_argument("--ceiling-trials", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="1 trial, 2-step searches (a smoke run)")
     ap.add_argument("--cases", default=",".join(c.key for c in CASES))
@@ -885,6 +889,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.trials, args.duration, args.steps, args.search_duration = 1, 1.0, 2, 0.5
+        args.tries = 1
     SIZES[:] = args.sizes.split(",")
     for path in (GEN, CONDUITD):
         if not path.exists():

@@ -127,7 +127,8 @@ Modes (--mode):
   max      as fast as the ports take frames, --trials N (median reported)
   rfc2544  per size: maximum rate trials, then binary searches for PDR (loss <= --pdr-loss,
            default 0.005) and NDR (no loss): --search-steps N (default 6),
-           --search-duration S (default 2)
+           --search-duration S (default 2), --search-tries N (a step passes when one of
+           N tries does, default 1)
   learning RFC 2889 address caching capacity (--capacity LO:HI, --learning-steps N) and
            address learning rate (--learning-rate-max R, --learning-rate-macs N) with
            --learning-ports L,T,M (default the first three) and --aging S (the switch's
@@ -190,6 +191,10 @@ Options parse_options(int argc, char** argv) {
         {"--search-steps",
          [&](const std::string& v) {
              o.search_steps = static_cast<unsigned>(to_count(v, "--search-steps", 1, 64));
+         }},
+        {"--search-tries",
+         [&](const std::string& v) {
+             o.search_tries = static_cast<unsigned>(to_count(v, "--search-tries", 1, 10));
          }},
         {"--search-duration",
          [&](const std::string& v) { o.search_duration_s = to_double(v, "--search-duration"); }},

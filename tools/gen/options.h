@@ -40,6 +40,7 @@ struct Options {
     double learn_settle_s = 0.2;
     // RFC 2544 search.
     unsigned search_steps = 6;
+    unsigned search_tries = 1;  // a step passes when one of this many tries does
     double search_duration_s = 2;
     double pdr_loss = 0.005;
     // RFC 2889.

@@ -217,18 +217,28 @@ SearchResult Runner::search_rate(const std::string& what, const SizeMix& sizes, 
     for (unsigned step = 1; step <= o_.search_steps && rate > 0; ++step) {
         const std::string label = sizes.name() + " B " + what + " step " + std::to_string(step) +
                                   "/" + std::to_string(o_.search_steps) + " at " + mpps(rate);
-        PhaseResult r = trial({label, sizes, rate, o_.search_duration_s, 0});
-        if (r.generator_limited) {
-            // Most often the generator's CPU was taken for a moment: try once more.
-            report_trial(r, "generator fell behind; repeating");
+        bool pass = false;
+        int index = -1;
+        for (unsigned attempt = 1; attempt <= o_.search_tries && !pass; ++attempt) {
+            const std::string tried = attempt == 1 ? label
+                                                   : label + " try " + std::to_string(attempt) +
+                                                         "/" + std::to_string(o_.search_tries);
+            PhaseResult r = trial({tried, sizes, rate, o_.search_duration_s, 0});
+            if (r.generator_limited) {
+                // Most often the generator's CPU was taken for a moment: try once more.
+                report_trial(r, "generator fell behind; repeating");
+                report_.trials.push_back(std::move(r));
+                r = trial({tried + " (again)", sizes, rate, o_.search_duration_s, 0});
+            }
+            pass = !r.generator_limited && r.loss_ratio <= max_loss && r.offered > 0;
+            const bool again = !pass && attempt < o_.search_tries;
+            report_trial(r, pass ? "pass"
+                                 : (r.generator_limited ? "fail (generator behind)" : "fail") +
+                                       std::string(again ? "; trying again" : ""));
+            index = static_cast<int>(report_.trials.size());
+            out.steps.push_back(index);
             report_.trials.push_back(std::move(r));
-            r = trial({label + " (again)", sizes, rate, o_.search_duration_s, 0});
         }
-        const bool pass = !r.generator_limited && r.loss_ratio <= max_loss && r.offered > 0;
-        report_trial(r, pass ? "pass" : (r.generator_limited ? "fail (generator behind)" : "fail"));
-        const int index = static_cast<int>(report_.trials.size());
-        out.steps.push_back(index);
-        report_.trials.push_back(std::move(r));
         if (pass) {
             good = rate;
             out.best = index;
