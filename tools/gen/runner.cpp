@@ -296,6 +296,19 @@ void Runner::wait_for_aging() {
     sleep_s(wait);
 }
 
+PhaseResult Runner::run_one_stream(const std::string& label, double rate_pps, StreamSpec stream) {
+    PhaseSpec phase;
+    phase.label = label;
+    phase.streams = {std::move(stream)};
+    phase.sizes = SizeMix::fixed(64);
+    phase.rate_pps = rate_pps;
+    phase.drain_max_s = o_.drain_max_s;
+    running_label_ = label;
+    running_duration_s_ = 0;
+    return engine_.run(
+        phase, [this](const Progress& pr) { on_progress(pr); }, o_.progress_s);
+}
+
 LearningIteration Runner::learning_iteration(uint32_t addresses, double rate_pps) {
     const auto& lp = report_.learning.value();
     const auto L = static_cast<uint16_t>(ports_.find(lp.learning_port));
@@ -303,62 +316,39 @@ LearningIteration Runner::learning_iteration(uint32_t addresses, double rate_pps
     const unsigned iteration = ++learning_iteration_;
     const Mac test_mac = host_mac(T, 0);
     const Mac first = learning_mac(iteration, 0);
-    const SizeMix sizes = SizeMix::fixed(64);
 
     // The test port makes itself known, so that learning frames to it are not flooded.
-    PhaseSpec hello;
-    hello.label = "hello";
-    StreamSpec h;
-    h.name = lp.test_port + "->all";
-    h.tx_port = T;
-    h.rx_port = L;
-    h.src_base = test_mac;
-    h.dst_base = kBroadcast;
-    h.frames = 1;
-    hello.streams = {h};
-    hello.rate_pps = 1000;
-    engine_.run(hello, nullptr, 0);
+    run_one_stream("hello", 1000,
+                   {.name = lp.test_port + "->all",
+                    .tx_port = T,
+                    .rx_port = L,
+                    .src_base = test_mac,
+                    .dst_base = kBroadcast,
+                    .frames = 1});
 
     // Learning frames: `addresses` distinct sources on the learning port, to the test port.
-    PhaseSpec teach;
-    teach.label = "learning " + std::to_string(addresses) + " addresses";
-    StreamSpec t;
-    t.name = lp.learning_port + "->" + lp.test_port;
-    t.tx_port = L;
-    t.rx_port = T;
-    t.src_base = first;
-    t.src_count = addresses;
-    t.dst_base = test_mac;
-    t.frames = addresses;
-    teach.streams = {t};
-    teach.sizes = sizes;
-    teach.rate_pps = rate_pps;
-    teach.drain_max_s = o_.drain_max_s;
-    running_label_ = teach.label;
-    running_duration_s_ = 0;
-    const PhaseResult taught = engine_.run(
-        teach, [this](const Progress& pr) { on_progress(pr); }, o_.progress_s);
+    const PhaseResult taught =
+        run_one_stream("learning " + std::to_string(addresses) + " addresses", rate_pps,
+                       {.name = lp.learning_port + "->" + lp.test_port,
+                        .tx_port = L,
+                        .rx_port = T,
+                        .src_base = first,
+                        .src_count = addresses,
+                        .dst_base = test_mac,
+                        .frames = addresses});
     sleep_s(o_.learn_settle_s);
 
     // Test frames from the test port to every learned address: any that reaches the
     // monitor port was flooded, so its address was not learned.
-    PhaseSpec check;
-    check.label = "checking " + std::to_string(addresses) + " addresses";
-    StreamSpec c;
-    c.name = lp.test_port + "->" + lp.learning_port;
-    c.tx_port = T;
-    c.rx_port = L;
-    c.src_base = test_mac;
-    c.dst_base = first;
-    c.dst_count = addresses;
-    c.frames = addresses;
-    check.streams = {c};
-    check.sizes = sizes;
-    check.rate_pps = o_.learn_rate_pps;
-    check.drain_max_s = o_.drain_max_s;
-    running_label_ = check.label;
-    const PhaseResult checked = engine_.run(
-        check, [this](const Progress& pr) { on_progress(pr); }, o_.progress_s);
+    const PhaseResult checked =
+        run_one_stream("checking " + std::to_string(addresses) + " addresses", o_.learn_rate_pps,
+                       {.name = lp.test_port + "->" + lp.learning_port,
+                        .tx_port = T,
+                        .rx_port = L,
+                        .src_base = test_mac,
+                        .dst_base = first,
+                        .dst_count = addresses,
+                        .frames = addresses});
 
     LearningIteration it;
     it.addresses = addresses;

@@ -44,6 +44,8 @@ class Runner {
     SearchResult search_rate(const std::string& what, const SizeMix& sizes, double hi,
                              bool hi_failed, double first, double max_loss);
     LearningIteration learning_iteration(uint32_t addresses, double rate_pps);
+    // One stream of 64-byte frames at RATE_PPS until it has sent its frames, with progress.
+    PhaseResult run_one_stream(const std::string& label, double rate_pps, StreamSpec stream);
     void wait_for_aging();
 
     void on_progress(const Progress& p);
