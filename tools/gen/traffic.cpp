@@ -34,6 +34,7 @@ struct Engine::PortState {
     uint16_t id = 0;
     uint16_t index = 0;
     uint16_t rx_queues = 1;
+    unsigned rx_drain_bursts = 8;  // bursts taken from a queue in a row, at most
     std::vector<uint16_t> active;  // streams of this port still sending
     std::size_t rr = 0;
     double frames_per_tsc = 0;  // 0: as fast as the port takes them
@@ -88,6 +89,13 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
         ps.id = ports_.id(p);
         ps.index = static_cast<uint16_t>(p);
         ps.rx_queues = ports_.spec(p).rx_queues;
+        // Up to a whole ring's worth in a row: a port that receives from many (the
+        // uplink of a star, fed each round by every guest port's burst: 512 frames from
+        // 16 guests) must take in a round what they all sent in one, or at the maximum
+        // rate its ring fills and the switch drops frames the generator, not the
+        // switch, failed to keep up with (eight bursts capped such an uplink at half of
+        // what the guests sent).
+        ps.rx_drain_bursts = std::max<unsigned>(8, ports_.spec(p).rx_descriptors / kBurst);
         for (std::size_t k = 0; k < phase.sizes.period(); ++k) {
             ps.sizes.push_back(phase.sizes.at(k));
         }
@@ -464,7 +472,8 @@ void Engine::loop() {
             // receiver would), never as lost.
             if (p.polled) {
                 for (uint16_t q = 0; q < p.rx_queues; ++q) {
-                    for (int k = 0; k < 8 && receive(p, q, now) == kBurst; ++k) {
+                    for (unsigned k = 0; k < p.rx_drain_bursts && receive(p, q, now) == kBurst;
+                         ++k) {
                     }
                 }
             }
