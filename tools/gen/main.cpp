@@ -176,6 +176,9 @@ int run(Options o) {
         std::fflush(stderr);
         std::string line;
         std::getline(std::cin, line);
+        // The switch may have restarted a port since (OVS-DPDK reconfigures its memif
+        // server once its threads are known, dropping the client): up again first.
+        ports.wait_links(o.port_timeout_s);
     }
     Engine engine(ports, pool.get(), 1);
     Report report;

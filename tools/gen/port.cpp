@@ -409,10 +409,22 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
 void PortSet::wait_link(std::size_t i, double timeout_s) {
     const PortSpec& s = specs_[i];
     const auto begin = Clock::now();
+    auto restarted = begin;
     for (;;) {
         rte_eth_link link{};
         if (rte_eth_link_get_nowait(ids_[i], &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
             return;
+        }
+        // DPDK's memif client connects only when started, and a server may refuse or drop
+        // it while the switch sets its port up: OVS-DPDK starts a port with one transmit
+        // queue, refusing a client with two receive rings, then restarts it with one per
+        // thread, dropping whoever connected. Start the client again now and then.
+        if (s.kind == PortKind::kMemif && !s.listens && seconds_since(restarted) > 2.0) {
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_EMERG);
+            rte_eth_dev_stop(ids_[i]);
+            rte_eth_dev_start(ids_[i]);  // fails while nothing listens: tried again later
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
+            restarted = Clock::now();
         }
         if (seconds_since(begin) > timeout_s) {
             std::string why;
@@ -471,6 +483,10 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
             start_port(i, pool, timeout_s);
         }
     }
+    wait_links(timeout_s);
+}
+
+void PortSet::wait_links(double timeout_s) {
     for (std::size_t i = 0; i < specs_.size(); ++i) {
         wait_link(i, timeout_s);
     }

@@ -74,6 +74,9 @@ class PortSet {
     // Probes, configures and starts every port, and waits for each link; throws
     // PortError (or StuckProbe) naming the first port not up within timeout_s.
     void bring_up(rte_mempool* pool, double timeout_s);
+    // Waits until every port's link is up (at once when they are), starting a memif
+    // client again whose server refused or dropped it; throws PortError as bring_up.
+    void wait_links(double timeout_s);
     // Listening sockets this generator created; removed even on a hurried exit.
     void remove_sockets() const;
 
