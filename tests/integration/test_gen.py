@@ -81,19 +81,20 @@ def guest_ports(rig, names):
     return [f"{n}=virtio:path={rig.sock(n)}" for n in names]
 
 
-def switch(rig, names, uplink=None, **bridge):
+def switch(rig, names, uplink=None, workers=(1,), **bridge):
     ports = [vport(n, rig.sock(n)) for n in names]
     if uplink:
         ports.append({"name": "uplink", "type": "ethdev", "devargs": uplink})
-    return rig.conduitd([{"name": "br0", **bridge, "ports": ports}])
+    return rig.conduitd([{"name": "br0", **bridge, "ports": ports}], workers=workers)
 
 
-def run(rig, names, *args, uplink=None, gen_uplink=None, bridge=None, timeout=180):
+def run(rig, names, *args, uplink=None, gen_uplink=None, bridge=None, workers=(1,),
+        timeout=180):
     """conduitd and conduit-gen up, conduitd's baseline taken, then the run; returns
     (conduitd, gen, exit status, result)."""
     ports = guest_ports(rig, names) + ([f"uplink={gen_uplink}"] if gen_uplink else [])
     gen = Gen(rig, ports, *args)
-    cd = switch(rig, names, uplink, **(bridge or {}))
+    cd = switch(rig, names, uplink, workers, **(bridge or {}))
     if uplink:
         cd.start()  # its memif server must be listening before the generator connects
         gen.start()
@@ -250,6 +251,59 @@ def test_memif_uplink_star_with_many_macs(rig):
     assert t["misdelivered"] == 0
     check_counts_agree(cd, r)
     assert cd.bridges()["br0"]["mac_learned"] >= 256
+
+
+def test_memif_uplink_receives_on_every_queue_the_switch_sends_on(rig):
+    """conduitd with two workers sends to its memif uplink on two transmit queues, one per
+    worker (g1 and g2 are polled by different workers), as OVS-DPDK's PMD thread sends on
+    queue 1: the generator's memif client opens two receive queues and one transmit
+    queue (rxq=2; conduitd's uplink receives on one), receives on both, and every count
+    equals conduitd's."""
+    sock = rig.sock("memif")
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "20k", "--duration", "1",
+                         "--topology", "star:uplink",
+                         uplink=f"net_memif0,role=server,socket={sock}",
+                         gen_uplink=f"memif:socket={sock},rxq=2", workers=(0, 1))
+    assert rc == 0, gen.output()
+    queues = {w["queues"] for w in cd.workers().values()}
+    assert "g1:0" in " ".join(queues) and "g2:0" in " ".join(queues), queues
+    assert not any("g1:0" in q and "g2:0" in q for q in queues), queues
+    [t] = r["trials"]
+    streams = {s["name"]: s for s in t["streams"]}
+    assert streams["g1->uplink"]["received"] > 0 and streams["g2->uplink"]["received"] > 0
+    assert t["misdelivered"] == 0 and t["duplicates"] == 0
+    [uplink] = [p for p in r["ports"] if p["name"] == "uplink"]
+    assert (uplink["rx_queues"], uplink["tx_queues"]) == (2, 1)
+    per_queue = uplink["rx_queue_frames"]
+    assert len(per_queue) == 2 and all(n > 0 for n in per_queue), per_queue
+    assert sum(per_queue) == uplink["rx_frames"]
+    check_counts_agree(cd, r)
+
+
+def test_memif_client_with_more_queues_than_the_server_is_told_why(rig):
+    """A memif server refuses a client with more transmit rings than it has receive
+    queues, saying nothing to the client: the generator names the queue counts."""
+    sock = rig.sock("memif")
+    cd = switch(rig, ["g1"], f"net_memif0,role=server,socket={sock}")
+    cd.start()
+    gen = Gen(rig, [f"wire=memif:socket={sock},queues=2"], "--mode", "max",
+              "--port-timeout", "2", prefix="itest-gen-queues")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(60) == 2
+    out = gen.output()
+    assert ("port wire (memif client on " + sock + " (2 receive, 2 transmit queues)) never "
+            "came up: the memif server on " + sock + " did not accept us (it refuses a client "
+            "with more transmit queues than it has receive queues") in out, out
+    # Against a driver with fewer queues than asked for, the port says so before DPDK does.
+    # (af_packet opens one queue pair unless given qpairs=.)
+    gen = Gen(rig, ["lo=af_packet:iface=lo,rxq=2"], "--mode", "max", "--topology", "loop",
+              "--port-timeout", "2", prefix="itest-gen-lo")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(60) == 2
+    assert ("port lo (af_packet on interface lo): asks for 2 receive and 1 transmit queues; "
+            "its driver (net_af_packet) has at most 1 and 1") in gen.output(), gen.output()
 
 
 def test_port_that_never_comes_up_is_named(rig):

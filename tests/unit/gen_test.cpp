@@ -279,17 +279,49 @@ TEST(Plan, ImpossibleTopologiesAreRefused) {
 TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11", 3, 0x1);
     EXPECT_EQ(up.kind, PortKind::kMemif);
-    EXPECT_EQ(up.queues, 2);
+    EXPECT_EQ(up.rx_queues, 2);
+    EXPECT_EQ(up.tx_queues, 2);
     EXPECT_EQ(up.devargs.find("queues"), std::string::npos);
     EXPECT_NE(up.devargs.find("net_memif3,role=client,socket=/tmp/m.sock"), std::string::npos);
     EXPECT_NE(up.devargs.find(",rsize=11"), std::string::npos);
     const PortSpec g = parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=1024", 0, 0x2);
-    EXPECT_EQ(g.queues, 1);
+    EXPECT_EQ(g.rx_queues, 1);
+    EXPECT_EQ(g.tx_queues, 1);
+    EXPECT_NE(g.devargs.find(",queues=1,"), std::string::npos);
     EXPECT_NE(g.devargs.find(",queue_size=1024"), std::string::npos);
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
                  std::invalid_argument);
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=9", 0, 0x1),
                  std::invalid_argument);
+}
+
+TEST(PortSpec, ReceiveQueuesAloneKeepOneTransmitQueue) {
+    // OVS-DPDK's memif server sends on queue 1 and receives on queue 0 only: the client
+    // opens two receive rings and one transmit ring.
+    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,rxq=2", 0, 0x1);
+    EXPECT_EQ(up.rx_queues, 2);
+    EXPECT_EQ(up.tx_queues, 1);
+    EXPECT_EQ(up.devargs.find("rxq"), std::string::npos);
+    EXPECT_NE(up.description.find("2 receive, 1 transmit queues"), std::string::npos);
+    // A virtio-user NIC gets enough queue pairs for its receive queues.
+    const PortSpec g = parse_port_spec("g=virtio:path=/tmp/g.sock,rxq=3", 1, 0x2);
+    EXPECT_NE(g.devargs.find(",queues=3,"), std::string::npos);
+    auto message = [](const std::string& spec) {
+        try {
+            parse_port_spec(spec, 0, 0x1);
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=0"),
+              "port up: rxq must be a number from 1 to 8, not '0'");
+    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=two"),
+              "port up: rxq must be a number from 1 to 8, not 'two'");
+    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=9"),
+              "port up: rxq must be a number from 1 to 8, not '9'");
+    EXPECT_NE(message("up=memif:socket=/tmp/m.sock,queues=2,rxq=2").find("give one of them"),
+              std::string::npos);
 }
 
 }  // namespace

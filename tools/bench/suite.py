@@ -105,6 +105,12 @@ class Switch:
     name = ""
     prefix = ""
 
+    def uplink_tx_queues(self):
+        """The transmit queues the switch's memif server sends on: the generator's memif
+        client must open as many receive queues, since on memif the client sets the
+        link's ring counts and a queue it did not open carries nothing."""
+        return 1
+
     def start(self, work, case, socks, memif):
         raise NotImplementedError
 
@@ -121,6 +127,10 @@ class Switch:
 class Conduitd(Switch):
     name = "conduitd"
     prefix = "bench-cd"
+
+    def uplink_tx_queues(self):
+        # One transmit queue per worker on an ethdev port.
+        return len(yaml.safe_load(SHIPPED_CONFIG.read_text())["conduitd"]["workers"])
 
     def start(self, work, case, socks, memif):
         # The shipped config (configs/default.yaml) with the case's ports; what would clash
@@ -213,6 +223,12 @@ class TestpmdIo(Switch):
 class OvsDpdk(Switch):
     name = "OVS-DPDK"
     prefix = "bench-ovs"
+    PMD_CPU_MASK = 0x2
+
+    def uplink_tx_queues(self):
+        # dpif-netdev asks a DPDK port for one transmit queue per PMD thread plus one for
+        # its main (non-PMD) thread, which takes queue 0: the PMD thread sends on queue 1.
+        return bin(self.PMD_CPU_MASK).count("1") + 1
 
     def start(self, work, case, socks, memif):
         self.run = work / "ovs"
@@ -235,7 +251,8 @@ class OvsDpdk(Switch):
         # with the PMD (taskset), the thread that answers memif's handshake starved and
         # the generator's memif client could not connect.
         sh(*vsctl, "--no-wait", "set", "Open_vSwitch", ".", "other_config:dpdk-init=true",
-           "other_config:dpdk-lcore-mask=0x1", "other_config:pmd-cpu-mask=0x2",
+           "other_config:dpdk-lcore-mask=0x1",
+           f"other_config:pmd-cpu-mask={self.PMD_CPU_MASK:#x}",
            "other_config:dpdk-socket-mem=1024",
            f"other_config:dpdk-extra=--file-prefix={self.prefix} --no-pci"
            + ("" if HUGE else " --no-huge"))
@@ -338,7 +355,9 @@ def gen_case_args(case, switch, socks, memif, args):
     ports = [f"--port={n}=virtio:path={s},queue_size={GUEST_RING}"
              for n, s in zip(case.port_names(), socks)]
     if case.uplink:
-        ports.append(f"--port=uplink=memif:socket={memif}")
+        queues = switch.uplink_tx_queues()
+        ports.append(f"--port=uplink=memif:socket={memif}"
+                     + (f",rxq={queues}" if queues > 1 else ""))
     out = ports + ["--mode", "rfc2544", "--sizes", ",".join(SIZES),
                    "--trials", str(args.trials), "--duration", str(args.duration),
                    "--warmup", str(args.warmup), "--search-steps", str(args.steps),
@@ -842,11 +861,16 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           f"  `dpdk` port, the default NORMAL flow, `mac-table-size={MAC_TABLE}` (its default",
           "  of 2048 would flood most of 10,000 MACs). Its PMD thread polls on CPU 1; its other",
           "  threads (handlers and revalidators, its slow path, which installs a flow for each",
-          "  new source/destination pair) may run on CPU 0, the generator's. OVS's PMD sends",
-          "  to a DPDK port on transmit queue 1, which a one-queue memif link does not carry:",
-          "  the report flags the ports it delivered nothing to. conduitd and testpmd have no",
-          "  slow path: their CPU 0 threads (control, vhost-user messages, testpmd's prompt)",
-          "  are idle while frames flow.", "",
+          "  new source/destination pair) may run on CPU 0, the generator's. conduitd and",
+          "  testpmd have no slow path: their CPU 0 threads (control, vhost-user messages,",
+          "  testpmd's prompt) are idle while frames flow.", "",
+          "The generator's memif client opens as many receive queues as the switch sends on",
+          f"(`rxq=`, one transmit queue): {Conduitd().uplink_tx_queues()} for conduitd (one per",
+          f"worker), {TestpmdIo().uplink_tx_queues()} for testpmd, "
+          f"{OvsDpdk().uplink_tx_queues()} for OVS-DPDK, whose PMD thread",
+          "sends to a DPDK port on transmit queue 1 (its main thread has queue 0). On memif",
+          "the client sets the link's ring counts: with one receive queue, OVS's frames to the",
+          "uplink would go nowhere.", "",
           "The ratios compare figures measured minutes apart on a shared 2-core virtual machine;",
           "the raw results (every trial, every stream, the switches' own counters) are in",
           "`docs/benchmarks.json`."]

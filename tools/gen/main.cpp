@@ -142,7 +142,7 @@ int run(Options o) {
     // transmit ring holds frames until the peer has taken them.
     unsigned mbufs = 4096;
     for (const PortSpec& s : specs) {
-        mbufs += (s.rx_descriptors + s.tx_descriptors) * s.queues + 64;
+        mbufs += s.rx_descriptors * s.rx_queues + s.tx_descriptors * s.tx_queues + 64;
     }
     const uint16_t data_room = static_cast<uint16_t>(
         std::max<unsigned>(RTE_MBUF_DEFAULT_BUF_SIZE, RTE_PKTMBUF_HEADROOM + largest + 64));
@@ -176,6 +176,9 @@ int run(Options o) {
         std::fflush(stderr);
         std::string line;
         std::getline(std::cin, line);
+        // The switch may have restarted a port since (OVS-DPDK reconfigures its memif
+        // server once its threads are known, dropping the client): up again first.
+        ports.wait_links(o.port_timeout_s);
     }
     Engine engine(ports, pool.get(), 1);
     Report report;
@@ -190,7 +193,11 @@ int run(Options o) {
     report.macs = o.macs;
     report.flows = o.flows;
     for (std::size_t i = 0; i < ports.size(); ++i) {
-        report.ports.push_back({ports.spec(i).name, ports.spec(i).description, {}});
+        report.ports.push_back({ports.spec(i).name,
+                                ports.spec(i).description,
+                                {},
+                                ports.spec(i).rx_queues,
+                                ports.spec(i).tx_queues});
     }
     Runner runner(o, ports, engine, report);
     runner.run();

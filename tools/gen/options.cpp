@@ -108,8 +108,9 @@ Ports (one DPDK ethdev each; at most 32):
   NAME=af_packet:iface=IF | NAME=af_xdp:iface=IF        the wire, a kernel interface (veth)
   NAME=ring                            in-process loopback (what it sends comes back)
   NAME=dev:DEVARGS                     any DPDK device
-  common keys: vlan=ID (tag every frame sent), rxd=N, txd=N, queues=N (queue pairs,
-              received from in turn, sent on the first); other keys go to the PMD
+  common keys: vlan=ID (tag every frame sent), rxd=N, txd=N, queues=N (N queue pairs,
+              1-8) or rxq=N (N receive queues, one transmit queue): every receive queue
+              is polled, frames are sent on the first; other keys go to the PMD
 
 Traffic:
   --topology pairs|star[:PORT]|mesh|loop   who sends to whom (default pairs: 1<->2, 3<->4...;

@@ -124,6 +124,7 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
     }
     std::string passthrough;
     std::map<std::string, std::string> own;
+    bool queues_given = false;
     for (const auto& [key, value] : split_options(options, s.name)) {
         if (key == "vlan") {
             s.vlan = static_cast<int>(to_unsigned(value, "port " + s.name + ": vlan", 0, 4095));
@@ -133,9 +134,18 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
         } else if (key == "txd") {
             s.tx_descriptors =
                 static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": txd", 32, 16384));
-        } else if (key == "queues") {
-            s.queues =
-                static_cast<uint16_t>(to_unsigned(value, "port " + s.name + ": queues", 1, 8));
+        } else if (key == "queues" || key == "rxq") {
+            if (queues_given) {
+                throw std::invalid_argument(
+                    "port " + s.name +
+                    ": queues= (queue pairs) and rxq= (receive queues, one "
+                    "transmit queue) say the same thing twice: give one of them");
+            }
+            queues_given = true;
+            const auto n = static_cast<uint16_t>(
+                to_unsigned(value, "port " + s.name + ": " + key, 1, kMaxPortQueues));
+            s.rx_queues = n;
+            s.tx_queues = key == "queues" ? n : 1;
         } else if (key == "path" || key == "socket" || key == "iface" || key == "server" ||
                    key == "role" || key == "mac") {
             own[key] = value;
@@ -169,8 +179,10 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
             throw std::invalid_argument("port " + s.name + ": server must be 0 or 1");
         }
         s.listens = server == "1";
+        // virtio-user's queues= counts pairs: enough for both directions.
         s.devargs = "net_virtio_user" + idx + ",path=" + s.socket + ",server=" + server +
-                    ",queues=1,mac=" + mac_arg + passthrough;
+                    ",queues=" + std::to_string(std::max(s.rx_queues, s.tx_queues)) +
+                    ",mac=" + mac_arg + passthrough;
         s.description =
             "virtio-user " + std::string(s.listens ? "listening on " : "connecting to ") + s.socket;
     } else if (kind == "memif") {
@@ -185,6 +197,10 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
         s.devargs = "net_memif" + idx + ",role=" + role + ",socket=" + s.socket +
                     ",mac=" + mac_arg + passthrough;
         s.description = "memif " + role + " on " + s.socket;
+        if (s.rx_queues > 1 || s.tx_queues > 1) {
+            s.description += " (" + std::to_string(s.rx_queues) + " receive, " +
+                             std::to_string(s.tx_queues) + " transmit queues)";
+        }
     } else if (kind == "af_packet" || kind == "af_xdp") {
         reject_others({"iface"});
         s.kind = kind == "af_packet" ? PortKind::kAfPacket : PortKind::kAfXdp;
@@ -329,18 +345,28 @@ void PortSet::probe(const std::vector<std::size_t>& order, double timeout_s) {
 void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     const PortSpec& s = specs_[i];
     const uint16_t id = ids_[i];
+    // Said in the port's terms before DPDK answers a bare "Invalid argument".
+    rte_eth_dev_info info{};
+    if (rte_eth_dev_info_get(id, &info) == 0 &&
+        (s.rx_queues > info.max_rx_queues || s.tx_queues > info.max_tx_queues)) {
+        throw PortError(
+            "port " + s.name + " (" + s.description + "): asks for " + std::to_string(s.rx_queues) +
+            " receive and " + std::to_string(s.tx_queues) + " transmit queues; its driver (" +
+            (info.driver_name != nullptr ? info.driver_name : "?") + ") has at most " +
+            std::to_string(info.max_rx_queues) + " and " + std::to_string(info.max_tx_queues));
+    }
     rte_eth_conf conf{};
-    int rc = rte_eth_dev_configure(id, s.queues, s.queues, &conf);
+    int rc = rte_eth_dev_configure(id, s.rx_queues, s.tx_queues, &conf);
     if (rc != 0) {
         throw PortError("port " + s.name + ": cannot configure: " + rte_strerror(-rc));
     }
     uint16_t rxd = s.rx_descriptors, txd = s.tx_descriptors;
     rte_eth_dev_adjust_nb_rx_tx_desc(id, &rxd, &txd);
-    for (uint16_t q = 0; q < s.queues && rc == 0; ++q) {
+    for (uint16_t q = 0; q < s.rx_queues && rc == 0; ++q) {
         rc = rte_eth_rx_queue_setup(id, q, rxd, rte_eth_dev_socket_id(id), nullptr, pool);
-        if (rc == 0) {
-            rc = rte_eth_tx_queue_setup(id, q, txd, rte_eth_dev_socket_id(id), nullptr);
-        }
+    }
+    for (uint16_t q = 0; q < s.tx_queues && rc == 0; ++q) {
+        rc = rte_eth_tx_queue_setup(id, q, txd, rte_eth_dev_socket_id(id), nullptr);
     }
     if (rc != 0) {
         throw PortError("port " + s.name + ": cannot set up its queues: " + rte_strerror(-rc));
@@ -383,17 +409,37 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
 void PortSet::wait_link(std::size_t i, double timeout_s) {
     const PortSpec& s = specs_[i];
     const auto begin = Clock::now();
+    auto restarted = begin;
     for (;;) {
         rte_eth_link link{};
         if (rte_eth_link_get_nowait(ids_[i], &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
             return;
         }
+        // DPDK's memif client connects only when started, and a server may refuse or drop
+        // it while the switch sets its port up: OVS-DPDK starts a port with one transmit
+        // queue, refusing a client with two receive rings, then restarts it with one per
+        // thread, dropping whoever connected. Start the client again now and then.
+        if (s.kind == PortKind::kMemif && !s.listens && seconds_since(restarted) > 2.0) {
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_EMERG);
+            rte_eth_dev_stop(ids_[i]);
+            rte_eth_dev_start(ids_[i]);  // fails while nothing listens: tried again later
+            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
+            restarted = Clock::now();
+        }
         if (seconds_since(begin) > timeout_s) {
             std::string why;
             switch (s.kind) {
                 case PortKind::kMemif:
+                    // A memif server refuses, with nothing said on this side, a client
+                    // with more rings either way than it has queues.
                     why = s.listens ? "no memif client connected to " + s.socket
-                                    : "the memif server on " + s.socket + " did not accept us";
+                                    : "the memif server on " + s.socket +
+                                          " did not accept us (it refuses a client with more "
+                                          "transmit queues than it has receive queues, or more "
+                                          "receive queues than it has transmit queues: this "
+                                          "port has " +
+                                          std::to_string(s.rx_queues) + " receive and " +
+                                          std::to_string(s.tx_queues) + " transmit)";
                     break;
                 case PortKind::kVirtio:
                     why = "the vhost-user handshake on " + s.socket + " did not complete";
@@ -437,6 +483,10 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
             start_port(i, pool, timeout_s);
         }
     }
+    wait_links(timeout_s);
+}
+
+void PortSet::wait_links(double timeout_s) {
     for (std::size_t i = 0; i < specs_.size(); ++i) {
         wait_link(i, timeout_s);
     }

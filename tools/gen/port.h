@@ -19,6 +19,9 @@ namespace conduit::gen {
 
 enum class PortKind { kVirtio, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
 
+// Queues a port may open each way (each receive queue is polled on every round).
+inline constexpr uint16_t kMaxPortQueues = 8;
+
 struct PortSpec {
     std::string name;
     PortKind kind = PortKind::kRing;
@@ -29,16 +32,23 @@ struct PortSpec {
     int vlan = -1;            // 802.1Q tag on every frame this port sends, or none
     uint16_t rx_descriptors = 1024;
     uint16_t tx_descriptors = 1024;
-    // Queue pairs: received from all in turn, sent on the first. A peer may send on a
-    // queue other than 0 (OVS's PMD threads send on queue 1 and up, its main thread on 0).
-    uint16_t queues = 1;
+    // Receive queues, all polled in turn, and transmit queues, of which only the first is
+    // sent on (so that a stream's frames never overtake each other inside the peer).
+    // A peer may send on a queue other than 0: OVS-DPDK's PMD thread sends to a DPDK
+    // port on queue 1 (queue 0 is its main thread's), a multi-worker conduitd on one
+    // queue per worker. A memif client sets its link's ring counts, and its server
+    // refuses more client transmit queues than it has receive queues: rxq=N asks for N
+    // receive queues and keeps one transmit queue.
+    uint16_t rx_queues = 1;
+    uint16_t tx_queues = 1;
     Mac mac = 0;
 };
 
 // "NAME=KIND[:key=value,...]"; index makes the DPDK device name unique.
 // KIND: virtio (path=, server=1|0, ...), memif (socket=, role=client|server, id=, ...),
 // af_packet (iface=, ...), af_xdp (iface=, ...), ring, dev (the rest is raw devargs).
-// vlan=, rxd=, txd=, queues= are the generator's own; other keys go to the PMD unchanged.
+// vlan=, rxd=, txd=, queues= (queue pairs), rxq= (receive queues, one transmit queue) are
+// the generator's own; other keys go to the PMD unchanged.
 PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac);
 
 // A port that did not come up; the message names it and says what to check.
@@ -64,6 +74,9 @@ class PortSet {
     // Probes, configures and starts every port, and waits for each link; throws
     // PortError (or StuckProbe) naming the first port not up within timeout_s.
     void bring_up(rte_mempool* pool, double timeout_s);
+    // Waits until every port's link is up (at once when they are), starting a memif
+    // client again whose server refused or dropped it; throws PortError as bring_up.
+    void wait_links(double timeout_s);
     // Listening sockets this generator created; removed even on a hurried exit.
     void remove_sockets() const;
 

@@ -51,6 +51,10 @@ json phase_json(const PhaseResult& r, const Report& report) {
                                        {"rx_foreign", c.rx_foreign},
                                        {"tx_calls", c.tx_calls},
                                        {"tx_calls_short", c.tx_calls_short}};
+        if (report.ports[i].rx_queues > 1) {
+            ports[report.ports[i].name]["rx_queue_frames"] = std::vector<uint64_t>(
+                c.rx_queue_frames.begin(), c.rx_queue_frames.begin() + report.ports[i].rx_queues);
+        }
     }
     return {{"label", r.label},
             {"size", r.size},
@@ -155,12 +159,20 @@ std::string to_json(const Report& report) {
                     {"flows", report.flows}};
     json ports = json::array();
     for (const PortReport& p : report.ports) {
-        ports.push_back({{"name", p.name},
-                         {"description", p.description},
-                         {"tx_frames", p.totals.tx_frames},
-                         {"tx_bytes", p.totals.tx_bytes},
-                         {"rx_frames", p.totals.rx_frames},
-                         {"rx_bytes", p.totals.rx_bytes}});
+        json port = {{"name", p.name},
+                     {"description", p.description},
+                     {"rx_queues", p.rx_queues},
+                     {"tx_queues", p.tx_queues},
+                     {"tx_frames", p.totals.tx_frames},
+                     {"tx_bytes", p.totals.tx_bytes},
+                     {"rx_frames", p.totals.rx_frames},
+                     {"rx_bytes", p.totals.rx_bytes}};
+        if (p.rx_queues > 1) {
+            // Which queues the switch sent on.
+            port["rx_queue_frames"] = std::vector<uint64_t>(
+                p.totals.rx_queue_frames.begin(), p.totals.rx_queue_frames.begin() + p.rx_queues);
+        }
+        ports.push_back(std::move(port));
     }
     j["ports"] = ports;
     json trials = json::array();

@@ -61,6 +61,7 @@ struct CeilingRow {
 struct PortReport {
     std::string name, description;
     PortTotals totals;
+    uint16_t rx_queues = 1, tx_queues = 1;
 };
 
 struct Report {

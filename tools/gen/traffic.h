@@ -9,6 +9,7 @@
 // traffic runs.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -18,13 +19,12 @@
 
 #include "tools/gen/accounting.h"
 #include "tools/gen/frame.h"
+#include "tools/gen/port.h"
 
 struct rte_mbuf;
 struct rte_mempool;
 
 namespace conduit::gen {
-
-class PortSet;
 
 struct StreamSpec {
     std::string name;  // "g1->uplink"
@@ -84,6 +84,8 @@ struct PortPhaseCounters {
     uint64_t rx_stale = 0;                      // ours, from an earlier phase
     uint64_t rx_foreign = 0;                    // not ours at all
     uint64_t tx_calls = 0, tx_calls_short = 0;  // transmit calls, and those the port cut short
+    // Frames per receive queue: which queues the switch sends on.
+    std::array<uint64_t, kMaxPortQueues> rx_queue_frames{};
 };
 
 struct PhaseResult {
@@ -116,6 +118,7 @@ struct PhaseResult {
 // Totals over the whole run, per port: what the switch's counters must match.
 struct PortTotals {
     uint64_t tx_frames = 0, tx_bytes = 0, rx_frames = 0, rx_bytes = 0;
+    std::array<uint64_t, kMaxPortQueues> rx_queue_frames{};
 };
 
 struct Progress {
@@ -146,7 +149,7 @@ class Engine {
     struct PortState;
 
     void loop();
-    uint16_t receive(PortState& port, uint64_t now);
+    uint16_t receive(PortState& port, uint16_t queue, uint64_t now);
     void transmit(PortState& port, uint64_t now);
     uint16_t build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_t now);
     bool take_mbufs(rte_mbuf** pkts, uint16_t count);
