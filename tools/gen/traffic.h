@@ -143,11 +143,12 @@ class Engine {
 
   private:
     struct StreamState;
+    struct RxStream;
     struct PortState;
 
     void loop();
     uint16_t receive(PortState& port, uint64_t now);
-    void transmit(PortState& port, uint64_t now);
+    bool transmit(PortState& port, uint64_t now);  // false: nothing built or sent
     uint16_t build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_t now);
     bool take_mbufs(rte_mbuf** pkts, uint16_t count);
     void recycle(rte_mbuf** pkts, uint16_t count);
@@ -165,19 +166,21 @@ class Engine {
     // The running phase; set up by run() before the lcore starts.
     const PhaseSpec* phase_ = nullptr;
     std::vector<StreamState> streams_;
+    std::vector<RxStream> rx_streams_;
     std::vector<LatencyHistogram> latency_;
     std::vector<PortState> port_state_;
     Progress progress_;
     uint64_t start_tsc_ = 0;
     uint64_t tx_end_tsc_ = 0;
     uint64_t warm_tsc_ = 0;
+    uint64_t rx_good_ = 0;  // distinct or not, frames of this phase at the right port
     uint64_t rx_at_warm_ = 0;
     uint64_t rx_bytes_at_warm_ = 0;
     uint64_t rx_at_end_ = 0;
     uint64_t rx_bytes_at_end_ = 0;
     uint64_t skipped_ = 0;
-    // Cycles spent in receive calls that returned frames and send calls that built or
-    // sent frames (empty polls and refused retries left out, as testpmd's
+    // Cycles of the halves of the engine's rounds that received frames or built or sent
+    // them (see loop(): empty polls and refused retries left out, as testpmd's
     // --record-core-cycles leaves out empty polls), and the whole phase's cycles.
     uint64_t work_cycles_ = 0;
     uint64_t loop_cycles_ = 0;
