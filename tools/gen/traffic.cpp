@@ -515,51 +515,49 @@ void Engine::loop() {
         progress_.received.store(rx_good_, std::memory_order_relaxed);
         progress_.elapsed_ms.store((now - start) * 1000 / hz_, std::memory_order_relaxed);
     };
-    // The TSC is read twice a round, as a read costs some 40 cycles on a virtual machine:
-    // before receiving (the arrival time of every frame the round receives) and before
-    // sending (the stamp of every frame it sends, and the schedule). Each half of a round
-    // that received or sent frames counts as work, whole, bookkeeping included; a half
-    // that found nothing to do does not, as testpmd's --record-core-cycles leaves out
-    // empty polls.
+    // The TSC is read once after each receive or transmit call (a read costs some 40
+    // cycles on a virtual machine, so no more often): that reading is when the frames
+    // the next call receives arrived, the stamp of the frames it sends and the time the
+    // schedule goes by. A call that received, built or sent frames counts as work from
+    // the previous reading to its own (the loop's bookkeeping before it included); an
+    // empty poll or a refused retry does not, as testpmd's --record-core-cycles counts a
+    // forwarding call that received packets and leaves out empty polls.
     uint64_t now = start;
+    auto account = [&](bool worked) {
+        const uint64_t t = rte_rdtsc();
+        if (worked) {
+            work_cycles_ += t - now;
+        }
+        now = t;
+    };
     for (;;) {
-        uint32_t got = 0;
         for (PortState* p : rx_ports) {
             // Receiving comes first and empties a full ring (within reason) before
             // anything is sent: the generator must not be why its own frames are lost.
             for (int k = 0; k < 8; ++k) {
                 const uint16_t n = receive(*p, now);
-                got += n;
+                account(n != 0);
                 if (n != kRxBurst) {
                     break;
                 }
             }
         }
-        uint64_t next;
         if (sending) {
-            const uint64_t tx_now = rte_rdtsc();
-            if (got != 0) {
-                work_cycles_ += tx_now - now;
-            }
-            bool worked = false;
+            const uint64_t tx_start = now;
             bool any = false;
             for (PortState* p : tx_ports) {
-                worked |= transmit(*p, tx_now);
+                account(transmit(*p, now));
                 any = any || !p->active.empty() || p->pending_off != p->pending_count;
             }
-            next = rte_rdtsc();
-            if (worked) {
-                work_cycles_ += next - tx_now;
-            }
-            if (!warm_taken && tx_now >= warm) {
+            if (!warm_taken && tx_start >= warm) {
                 warm_taken = true;
-                warm_tsc_ = tx_now;
+                warm_tsc_ = tx_start;
                 rx_at_warm_ = rx_good_;
                 rx_bytes_at_warm_ = rx_bytes_now();
             }
-            if (tx_now >= end || !any) {
+            if (tx_start >= end || !any) {
                 sending = false;
-                tx_end_tsc_ = tx_now;
+                tx_end_tsc_ = tx_start;
                 if (!warm_taken) {
                     warm_tsc_ = start;
                 }
@@ -569,31 +567,26 @@ void Engine::loop() {
                     finish_pending(p);
                     p.pause_to = 0;  // paused ports are drained too
                 }
-                drain_start = tx_now;
-                last_rx_seen = tx_now;
+                drain_start = now;
+                last_rx_seen = now;
                 last_rx_count = rx_at_end_;
                 progress_.draining.store(true, std::memory_order_relaxed);
             }
         } else {
-            next = rte_rdtsc();
-            if (got != 0) {
-                work_cycles_ += next - now;
-            }
             if (rx_good_ != last_rx_count) {
                 last_rx_count = rx_good_;
-                last_rx_seen = next;
+                last_rx_seen = now;
             }
-            if (next - last_rx_seen >= idle || next - drain_start >= drain_max) {
-                loop_cycles_ = next - start;
-                publish(next);
+            if (now - last_rx_seen >= idle || now - drain_start >= drain_max) {
+                loop_cycles_ = now - start;
+                publish(now);
                 break;
             }
         }
-        if (next >= next_progress) {
-            next_progress = next + progress_every;
-            publish(next);
+        if (now >= next_progress) {
+            next_progress = now + progress_every;
+            publish(now);
         }
-        now = next;
     }
     skipped_ = 0;
     for (const PortState& p : port_state_) {

@@ -179,9 +179,10 @@ class Engine {
     uint64_t rx_at_end_ = 0;
     uint64_t rx_bytes_at_end_ = 0;
     uint64_t skipped_ = 0;
-    // Cycles of the halves of the engine's rounds that received frames or built or sent
-    // them (see loop(): empty polls and refused retries left out, as testpmd's
-    // --record-core-cycles leaves out empty polls), and the whole phase's cycles.
+    // Cycles of the receive and transmit calls that received, built or sent frames, each
+    // from the TSC reading after the previous call (see loop(): empty polls and refused
+    // retries left out, as testpmd's --record-core-cycles leaves out empty polls), and
+    // the whole phase's cycles.
     uint64_t work_cycles_ = 0;
     uint64_t loop_cycles_ = 0;
     // Received mbufs kept for the next frames sent: the frame just read is in the
