@@ -715,6 +715,45 @@ def why(results):
     return L
 
 
+def ceiling_section(costs):
+    """The report's section on the generator's ceiling and cost per frame (markdown lines)."""
+    L = ["## The generator's ceiling", "",
+         "So that a generator limit is never read as a switch limit: conduit-gen alone (no",
+         "switch, one core) on an in-process loopback ring (no copy), on a memif pair and on",
+         "a virtio-user NIC connected to a vhost-user port of its own (both ends' work paid",
+         "by its one core), next to testpmd's mac forwarding on the same links; then both",
+         "generators over virtio-user driving the same switch (testpmd io on the other core).",
+         "Cycles per frame: the TSC cycles of conduit-gen's receive and transmit calls that",
+         "received, built or sent frames (building, stamping, sending, receiving, sequence",
+         "and latency accounting, and the loop's bookkeeping before each such call; empty",
+         "polls and refused retries left out) per frame received. Every such frame was sent",
+         "once and received once on the link by that one core. testpmd's figure is its own",
+         "`--record-core-cycles` one for its mac forwarding loop (seeded with `tx_first`):",
+         "busy cycles (empty polls left out) per packet received, each packet received also",
+         "sent once. Both are thus the cost of one receive and one transmit on the link per",
+         "frame, plus what each does with the frame: testpmd swaps its addresses,",
+         "conduit-gen builds, stamps and accounts for it (sequence, loss, latency).", "",
+         "| link | size | conduit-gen Mpps | conduit-gen cycles/frame | testpmd mac Mpps | "
+         "testpmd mac cycles/packet |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in costs["links"]:
+        L.append(f"| {row['link']} | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
+                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
+                 f"{row['testpmd_cycles'] or '-'} |")
+    for row in costs["virtio"]:
+        L.append(f"| virtio-user via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
+                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
+                 f"{row['testpmd_cycles'] or '-'} |")
+    if costs.get("error"):
+        L += ["", f"**Measuring the generator failed**: {costs['error'].splitlines()[0]}"]
+    L += ["", "conduit-gen's ceiling for every size (Mpps, no switch):", "",
+          "| link | " + " | ".join(SIZES) + " |", "| --- |" + " ---: |" * len(SIZES)]
+    for link in ("ring", "memif", "virtio"):
+        L.append(f"| {link} | " + " | ".join(
+            fmt_mpps(next((c["rx_pps"] for c in costs["ceiling"]
+                           if c["link"] == link and c["size"] == s), None)) for s in SIZES) + " |")
+    return L
+
+
 def write_report(args, command, results, costs, loads, started_utc, elapsed, out):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
@@ -806,34 +845,7 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
         L.append("")
     # The generator.
     L += why(results)
-    L += ["## The generator's ceiling", "",
-          "So that a generator limit is never read as a switch limit: conduit-gen alone (no",
-          "switch, one core) on an in-process loopback ring (no copy), on a memif pair and on",
-          "a virtio-user NIC connected to a vhost-user port of its own (both ends' work paid",
-          "by its one core), next to testpmd's mac forwarding on the same links; then both",
-          "generators over virtio-user driving the same switch (testpmd io on the other core).",
-          "Cycles per frame: conduit-gen's cycles in calls that moved frames (building,",
-          "sending, receiving, accounting and latency) per frame received; testpmd's own",
-          "`--record-core-cycles` figure for its mac forwarding loop (seeded with `tx_first`),",
-          "which counts the same way.", "",
-          "| link | size | conduit-gen Mpps | conduit-gen cycles/frame | testpmd mac Mpps | "
-          "testpmd mac cycles/packet |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for row in costs["links"]:
-        L.append(f"| {row['link']} | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
-                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
-                 f"{row['testpmd_cycles'] or '-'} |")
-    for row in costs["virtio"]:
-        L.append(f"| virtio-user via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
-                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
-                 f"{row['testpmd_cycles'] or '-'} |")
-    if costs.get("error"):
-        L += ["", f"**Measuring the generator failed**: {costs['error'].splitlines()[0]}"]
-    L += ["", "conduit-gen's ceiling for every size (Mpps, no switch):", "",
-          "| link | " + " | ".join(SIZES) + " |", "| --- |" + " ---: |" * len(SIZES)]
-    for link in ("ring", "memif", "virtio"):
-        L.append(f"| {link} | " + " | ".join(
-            fmt_mpps(next((c["rx_pps"] for c in costs["ceiling"]
-                           if c["link"] == link and c["size"] == s), None)) for s in SIZES) + " |")
+    L += ceiling_section(costs)
     L += ["",
           "*generator busy* in the results is the share of conduit-gen's loop that moved",
           "frames during the maximum-load trials: below 100% it had time to spare, so the",
@@ -909,6 +921,9 @@ def main():
     ap.add_argument("--sizes", default=",".join(SIZES))
     ap.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     ap.add_argument("--no-ceiling", action="store_true", help="skip the generator's ceiling")
+    ap.add_argument("--only", choices=["ceiling"],
+                    help="ceiling: only the generator's ceiling and cost per frame, printed "
+                         "(docs/benchmarks.* untouched unless --out is given)")
     ap.add_argument("--out", default=str(TOP / "docs" / "benchmarks.md"))
     args = ap.parse_args()
     if args.quick:
@@ -920,6 +935,20 @@ def main():
             raise SystemExit(f"{path} is not built: run tools/setup.sh")
     if not pathlib.Path(OVS_VSWITCHD).exists():
         raise SystemExit(f"{OVS_VSWITCHD} missing: install openvswitch-switch-dpdk (tools/setup.sh)")
+    if args.only == "ceiling":
+        work = pathlib.Path(tempfile.mkdtemp(prefix="conduit-bench."))
+        try:
+            costs = generator_costs(work, args)
+        finally:
+            if args.keep:
+                log(f"logs kept in {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        print("\n".join(ceiling_section(costs)))
+        if args.out != ap.get_default("out"):
+            pathlib.Path(args.out).with_suffix(".json").write_text(json.dumps(
+                {"args": vars(args), "generator": costs}, separators=(",", ":")) + "\n")
+        return
     command = "tools/bench/run.sh " + " ".join(sys.argv[1:]) if sys.argv[1:] else "tools/bench/run.sh"
     started_utc = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     started = time.monotonic()

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 
 namespace conduit::gen {
@@ -23,6 +24,36 @@ class LatencyHistogram {
         ++counts_[bucket(cycles)];
         sum_ += cycles;
         max_ = cycles > max_ ? cycles : max_;
+    }
+    // A burst's latencies: the sum, maximum and the current bucket's count stay in
+    // registers, and a bucket is written once per run of equal buckets (the frames of
+    // one burst were mostly stamped and received at the same two instants).
+    void record(const uint64_t* cycles, std::size_t n) {
+        if (n == 0) {
+            return;
+        }
+        uint64_t sum = 0;
+        uint64_t max = max_;
+        uint64_t last = cycles[0];
+        unsigned run_bucket = bucket(last);
+        uint64_t run = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const uint64_t v = cycles[i];
+            sum += v;
+            max = v > max ? v : max;
+            if (v != last) {
+                last = v;
+                if (const unsigned b = bucket(v); b != run_bucket) {
+                    counts_[run_bucket] += run;
+                    run_bucket = b;
+                    run = 0;
+                }
+            }
+            ++run;
+        }
+        counts_[run_bucket] += run;
+        sum_ += sum;
+        max_ = max;
     }
     void merge(const LatencyHistogram& other);
     void reset();
@@ -50,9 +81,10 @@ class LatencyHistogram {
     static uint64_t bucket_high(unsigned b);
 
   private:
-    std::array<uint64_t, kBuckets> counts_{};
+    // The sum and the maximum first: with the bucket, the only lines a frame touches.
     uint64_t sum_ = 0;
     uint64_t max_ = 0;
+    std::array<uint64_t, kBuckets> counts_{};
 };
 
 // Sequence numbers of one stream as they arrive. A window over the last 4096 numbers
@@ -76,6 +108,26 @@ class SequenceTracker {
         }
         record_out_of_order(seq32);
     }
+    // A burst's numbers: frames in order keep the next number in a register.
+    void record(const uint32_t* seqs, std::size_t n) {
+        uint64_t next = next_;
+        uint64_t in_order = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (seqs[i] == static_cast<uint32_t>(next)) {
+                if ((next & 63) == 0) {
+                    word(next) = 0;
+                }
+                ++next;
+                ++in_order;
+            } else {
+                next_ = next;
+                record_out_of_order(seqs[i]);
+                next = next_;
+            }
+        }
+        next_ = next;
+        unique_ += in_order;
+    }
     void reset();
 
     uint64_t unique() const { return unique_; }
@@ -89,14 +141,16 @@ class SequenceTracker {
     uint64_t& word(uint64_t seq) { return window_[(seq / 64) % kWords]; }
     void record_out_of_order(uint32_t seq32);
 
-    // Bit set: that number has not arrived. Words of numbers at or above next_ hold
-    // zeros for them.
-    std::array<uint64_t, kWords> window_{};
+    // What a frame in order touches comes first, in one cache line with its owner's
+    // other per-frame fields.
     uint64_t next_ = 0;
     uint64_t unique_ = 0;
     uint64_t duplicates_ = 0;
     uint64_t reordered_ = 0;
     uint64_t late_ = 0;
+    // Bit set: that number has not arrived. Words of numbers at or above next_ hold
+    // zeros for them.
+    std::array<uint64_t, kWords> window_{};
 };
 
 }  // namespace conduit::gen

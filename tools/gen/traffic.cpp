@@ -18,7 +18,11 @@ namespace conduit::gen {
 
 namespace {
 constexpr uint16_t kBurst = 32;
-}
+// Frames asked of a port per receive call: twice what one transmit call of the
+// generator sends, so that a call that gets fewer says the ring is empty without a
+// second, empty call.
+constexpr uint16_t kRxBurst = 2 * kBurst;
+}  // namespace
 
 struct Engine::StreamState {
     StreamSpec spec;
@@ -26,15 +30,21 @@ struct Engine::StreamState {
     uint64_t next_seq = 0;
     uint32_t src_i = 0, dst_i = 0, flow_i = 0;
     uint64_t refused = 0, unsent = 0;
-    SequenceTracker seq;
+};
+
+// What the receiver keeps per stream, in a flat array of its own: a frame in order
+// touches one cache line of it (and one or two of the stream's latency histogram).
+struct Engine::RxStream {
+    uint16_t rx_port = 0;
     uint64_t misdelivered = 0;
+    SequenceTracker seq;
 };
 
 struct Engine::PortState {
     uint16_t id = 0;
     uint16_t index = 0;
     uint16_t rx_queues = 1;
-    unsigned rx_drain_bursts = 8;  // bursts taken from a queue in a row, at most
+    unsigned rx_drain_bursts = 4;  // bursts taken from a queue in a row, at most
     std::vector<uint16_t> active;  // streams of this port still sending
     std::size_t rr = 0;
     double frames_per_tsc = 0;  // 0: as fast as the port takes them
@@ -77,6 +87,8 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
     ++tag_;
     streams_.clear();
     streams_.resize(phase.streams.size());
+    rx_streams_.clear();
+    rx_streams_.resize(phase.streams.size());
     // Kept apart from the streams: 11 KB each, touched once per frame received.
     latency_.resize(std::max(latency_.size(), phase.streams.size()));
     for (std::size_t i = 0; i < phase.streams.size(); ++i) {
@@ -95,7 +107,7 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
         // rate its ring fills and the switch drops frames the generator, not the
         // switch, failed to keep up with (eight bursts capped such an uplink at half of
         // what the guests sent).
-        ps.rx_drain_bursts = std::max<unsigned>(8, ports_.spec(p).rx_descriptors / kBurst);
+        ps.rx_drain_bursts = std::max<unsigned>(4, ports_.spec(p).rx_descriptors / kRxBurst);
         for (std::size_t k = 0; k < phase.sizes.period(); ++k) {
             ps.sizes.push_back(phase.sizes.at(k));
         }
@@ -113,6 +125,7 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
             phase.sizes.period() == 1) {
             s.tmpl.complete(s.spec.dst_base, s.spec.src_base, 1024, phase.sizes.at(0));
         }
+        rx_streams_[i].rx_port = s.spec.rx_port;
         port_state_[s.spec.tx_port].active.push_back(static_cast<uint16_t>(i));
     }
     const double per_stream = phase.rate_pps / static_cast<double>(phase.streams.size());
@@ -221,18 +234,22 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
         StreamState& s = streams_[si];
         const uint16_t len = s.tmpl.complete_len();
         if (len != 0 && s.spec.frames == 0) {
+            // In locals: stores into the mbufs might alias the fields, so the compiler
+            // would reload them for every frame.
+            uint64_t seq = s.next_seq;
+            const uint16_t id = port.id;
             for (uint16_t k = 0; k < count; ++k) {
                 rte_mbuf* m = pkts[k];
                 m->data_off = RTE_PKTMBUF_HEADROOM;
-                m->port = port.id;
+                m->port = id;
                 m->ol_flags = 0;
                 m->packet_type = 0;
                 m->vlan_tci = 0;
-                s.tmpl.write_complete(m,
-                                      Stamp{magic, si, static_cast<uint32_t>(s.next_seq++), now});
+                s.tmpl.write_complete(m, Stamp{magic, si, static_cast<uint32_t>(seq++), now});
                 port.pending_stream[k] = si;
                 port.pending_len[k] = len;
             }
+            s.next_seq = seq;
             return count;
         }
     }
@@ -288,16 +305,15 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
     return built;
 }
 
-void Engine::transmit(PortState& port, uint64_t now) {
+bool Engine::transmit(PortState& port, uint64_t now) {
     if (port.frames_per_tsc == 0) {
         // As fast as the port takes frames: a refused frame waits for the next call.
-        const uint64_t t0 = rte_rdtsc();
         bool built = false;
         if (port.pending_off == port.pending_count) {
             port.pending_off = 0;
             port.pending_count = build(port, port.pending, kBurst, now);
             if (port.pending_count == 0) {
-                return;
+                return false;
             }
             built = true;
         }
@@ -313,31 +329,27 @@ void Engine::transmit(PortState& port, uint64_t now) {
         port.c.tx_bytes += bytes;
         port.pending_off = static_cast<uint16_t>(port.pending_off + sent);
         // A retry the port refused again is waiting for the switch, not work.
-        if (built || sent != 0) {
-            work_cycles_ += rte_rdtsc() - t0;
-        }
-        return;
+        return built || sent != 0;
     }
     if (port.active.empty()) {
-        return;
+        return false;
     }
     const auto due_total =
         static_cast<uint64_t>(static_cast<double>(now - start_tsc_) * port.frames_per_tsc);
     const uint64_t done = port.attempted + port.skipped;
     if (due_total <= done) {
-        return;
+        return false;
     }
     uint64_t due = due_total - done;
     if (due > port.backlog_cap) {
         port.skipped += due - port.backlog_cap;
         due = port.backlog_cap;
     }
-    const uint64_t t0 = rte_rdtsc();
     rte_mbuf* pkts[kBurst];
     const uint16_t built =
         build(port, pkts, static_cast<uint16_t>(std::min<uint64_t>(due, kBurst)), now);
     if (built == 0) {
-        return;
+        return false;
     }
     port.attempted += built;
     const uint16_t sent = rte_eth_tx_burst(port.id, 0, pkts, built);
@@ -358,7 +370,7 @@ void Engine::transmit(PortState& port, uint64_t now) {
         port.c.refused += built - sent;
         recycle(pkts + sent, static_cast<uint16_t>(built - sent));
     }
-    work_cycles_ += rte_rdtsc() - t0;
+    return true;
 }
 
 void Engine::finish_pending(PortState& port) {
@@ -376,46 +388,73 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     if (now >= port.pause_from && now < port.pause_to) {
         return 0;
     }
-    const uint64_t t0 = rte_rdtsc();
-    rte_mbuf* pkts[kBurst];
-    const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kBurst);
+    rte_mbuf* pkts[kRxBurst];
+    const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kRxBurst);
     if (n == 0) {
         return 0;
     }
-    const uint8_t tag = tag_;
-    const auto nstreams = static_cast<uint16_t>(streams_.size());
-    uint64_t bytes = 0, good = 0;
-    rte_mbuf* other[kBurst];  // buffers not ours to reuse: freed
+    // Every frame's first line is fetched before any is read: a frame a switch on
+    // another core wrote is not in this core's cache.
+    for (uint16_t i = 0; i < n; ++i) {
+        rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+    }
+    const uint16_t magic = static_cast<uint16_t>(kMagicHigh | tag_);
+    const auto nstreams = static_cast<uint16_t>(rx_streams_.size());
+    RxStream* const rx = rx_streams_.data();
+    // First pass: each frame's stamp, checked, into locals; the buffers into the stash.
+    // The streams' state is then updated once per run of frames of one stream (a whole
+    // burst, most often), in registers rather than memory.
+    uint16_t stream[kRxBurst];
+    uint32_t seq[kRxBurst];
+    uint64_t latency[kRxBurst];
+    uint16_t ours = 0;  // frames of this phase, stamps in the arrays
+    uint64_t bytes = 0;
+    rte_mbuf* other[kRxBurst];  // buffers not ours to reuse: freed
     uint16_t no = 0;
     // Buffers are kept for the next frames sent while the stash has room for a burst.
-    const bool keep = stash_count_ + kBurst <= kStash;
+    uint32_t stashed = stash_count_;
+    const bool keep = stashed + kRxBurst <= kStash;
     for (uint16_t i = 0; i < n; ++i) {
-        if (i + 1 < n) {
-            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-        }
         rte_mbuf* m = pkts[i];
         bytes += rte_pktmbuf_pkt_len(m);
         Stamp st;
         if (!read_stamp(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), st)) {
             ++port.c.rx_foreign;
-        } else if ((st.magic & 0xff) != tag || st.stream >= nstreams) {
+        } else if (st.magic != magic || st.stream >= nstreams) {
             ++port.c.rx_stale;
         } else {
-            StreamState& s = streams_[st.stream];
-            if (s.spec.rx_port != port.index) {
-                ++s.misdelivered;
-            } else {
-                s.seq.record(st.seq);
-                latency_[st.stream].record(now - st.tsc);
-                ++good;
-            }
+            stream[ours] = st.stream;
+            seq[ours] = st.seq;
+            latency[ours] = now - st.tsc;
+            ++ours;
         }
         if (keep && m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
             rte_mbuf_refcnt_read(m) == 1) {
-            stash_[stash_count_++] = m;
+            stash_[stashed++] = m;
         } else {
             other[no++] = m;
         }
+    }
+    stash_count_ = stashed;
+    // Then per run of frames of one stream: its rx_port is looked up once per run, not
+    // per frame behind the frame's own (dependent) load.
+    uint16_t right = 0;  // frames of this phase at the port their stream is for
+    for (uint16_t i = 0; i < ours;) {
+        const uint16_t si = stream[i];
+        uint16_t j = static_cast<uint16_t>(i + 1);
+        while (j < ours && stream[j] == si) {
+            ++j;
+        }
+        const auto run = static_cast<uint16_t>(j - i);
+        RxStream& s = rx[si];
+        if (s.rx_port == port.index) {
+            s.seq.record(seq + i, run);
+            latency_[si].record(latency + i, run);
+            right = static_cast<uint16_t>(right + run);
+        } else {
+            s.misdelivered += run;
+        }
+        i = j;
     }
     port.c.rx_frames += n;
     port.c.rx_bytes += bytes;
@@ -423,9 +462,7 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     if (no != 0) {
         rte_pktmbuf_free_bulk(other, no);
     }
-    progress_.received.store(progress_.received.load(std::memory_order_relaxed) + good,
-                             std::memory_order_relaxed);
-    work_cycles_ += rte_rdtsc() - t0;
+    rx_good_ += right;
     return n;
 }
 
@@ -448,11 +485,27 @@ void Engine::loop() {
     }
     const uint64_t idle = ticks(phase.drain_idle_s);
     const uint64_t drain_max = ticks(phase.drain_max_s);
+    // Only the ports with something to do are visited in each round (the ceiling's
+    // ports of the other links, a plan's ports that only receive).
+    std::vector<PortState*> rx_ports, tx_ports;
+    for (PortState& p : port_state_) {
+        if (p.polled) {
+            rx_ports.push_back(&p);
+        }
+        if (!p.active.empty()) {
+            tx_ports.push_back(&p);
+        }
+    }
+    // Progress is published once a millisecond, not once a round: the division and the
+    // shared cache line cost more than a small round's frames.
+    const uint64_t progress_every = std::max<uint64_t>(1, hz_ / 1000);
+    uint64_t next_progress = start;
     bool sending = true;
     uint64_t drain_start = 0;
     uint64_t last_rx_seen = 0;
     uint64_t last_rx_count = 0;
     work_cycles_ = 0;
+    rx_good_ = 0;
     auto rx_bytes_now = [this] {
         uint64_t b = 0;
         for (const PortState& p : port_state_) {
@@ -460,9 +513,32 @@ void Engine::loop() {
         }
         return b;
     };
+    auto publish = [&](uint64_t now) {
+        uint64_t sent = 0;
+        for (const PortState& p : port_state_) {
+            sent += p.c.tx_frames;
+        }
+        progress_.sent.store(sent, std::memory_order_relaxed);
+        progress_.received.store(rx_good_, std::memory_order_relaxed);
+        progress_.elapsed_ms.store((now - start) * 1000 / hz_, std::memory_order_relaxed);
+    };
+    // The TSC is read once after each receive or transmit call (a read costs some 40
+    // cycles on a virtual machine, so no more often): that reading is when the frames
+    // the next call receives arrived, the stamp of the frames it sends and the time the
+    // schedule goes by. A call that received, built or sent frames counts as work from
+    // the previous reading to its own (the loop's bookkeeping before it included); an
+    // empty poll or a refused retry does not, as testpmd's --record-core-cycles counts a
+    // forwarding call that received packets and leaves out empty polls.
+    uint64_t now = start;
+    auto account = [&](bool worked) {
+        const uint64_t t = rte_rdtsc();
+        if (worked) {
+            work_cycles_ += t - now;
+        }
+        now = t;
+    };
     for (;;) {
-        const uint64_t now = rte_rdtsc();
-        for (PortState& p : port_state_) {
+        for (PortState* p : rx_ports) {
             // Receiving comes first and empties a full ring (within reason) before
             // anything is sent: the generator must not be why its own frames are lost.
             // Every receive queue on every round: a peer may send on any of them. One
@@ -470,36 +546,36 @@ void Engine::loop() {
             // queue; a peer that spreads a stream over queues has its frames counted as
             // reordered where this polling order sees them so (as a multi-queue NIC's
             // receiver would), never as lost.
-            if (p.polled) {
-                for (uint16_t q = 0; q < p.rx_queues; ++q) {
-                    for (unsigned k = 0; k < p.rx_drain_bursts && receive(p, q, now) == kBurst;
-                         ++k) {
+            for (uint16_t q = 0; q < p->rx_queues; ++q) {
+                for (unsigned k = 0; k < p->rx_drain_bursts; ++k) {
+                    const uint16_t n = receive(*p, q, now);
+                    account(n != 0);
+                    if (n != kRxBurst) {
+                        break;
                     }
                 }
             }
         }
         if (sending) {
+            const uint64_t tx_start = now;
             bool any = false;
-            uint64_t sent = 0;
-            for (PortState& p : port_state_) {
-                transmit(p, now);
-                any = any || !p.active.empty() || p.pending_off != p.pending_count;
-                sent += p.c.tx_frames;
+            for (PortState* p : tx_ports) {
+                account(transmit(*p, now));
+                any = any || !p->active.empty() || p->pending_off != p->pending_count;
             }
-            progress_.sent.store(sent, std::memory_order_relaxed);
-            if (!warm_taken && now >= warm) {
+            if (!warm_taken && tx_start >= warm) {
                 warm_taken = true;
-                warm_tsc_ = now;
-                rx_at_warm_ = progress_.received.load(std::memory_order_relaxed);
+                warm_tsc_ = tx_start;
+                rx_at_warm_ = rx_good_;
                 rx_bytes_at_warm_ = rx_bytes_now();
             }
-            if (now >= end || !any) {
+            if (tx_start >= end || !any) {
                 sending = false;
-                tx_end_tsc_ = now;
+                tx_end_tsc_ = tx_start;
                 if (!warm_taken) {
                     warm_tsc_ = start;
                 }
-                rx_at_end_ = progress_.received.load(std::memory_order_relaxed);
+                rx_at_end_ = rx_good_;
                 rx_bytes_at_end_ = rx_bytes_now();
                 for (PortState& p : port_state_) {
                     finish_pending(p);
@@ -511,17 +587,20 @@ void Engine::loop() {
                 progress_.draining.store(true, std::memory_order_relaxed);
             }
         } else {
-            const uint64_t got = progress_.received.load(std::memory_order_relaxed);
-            if (got != last_rx_count) {
-                last_rx_count = got;
+            if (rx_good_ != last_rx_count) {
+                last_rx_count = rx_good_;
                 last_rx_seen = now;
             }
             if (now - last_rx_seen >= idle || now - drain_start >= drain_max) {
                 loop_cycles_ = now - start;
+                publish(now);
                 break;
             }
         }
-        progress_.elapsed_ms.store((now - start) * 1000 / hz_, std::memory_order_relaxed);
+        if (now >= next_progress) {
+            next_progress = now + progress_every;
+            publish(now);
+        }
     }
     skipped_ = 0;
     for (const PortState& p : port_state_) {
@@ -567,11 +646,12 @@ PhaseResult Engine::collect() const {
         // waiting when a maximum-rate phase ended).
         sr.sent = s.next_seq - s.refused - s.unsent;
         sr.offered = sr.sent + sr.refused;
-        sr.received = s.seq.unique();
+        const RxStream& rs = rx_streams_[i];
+        sr.received = rs.seq.unique();
         sr.lost = sr.offered > sr.received ? sr.offered - sr.received : 0;
-        sr.duplicates = s.seq.duplicates();
-        sr.reordered = s.seq.reordered();
-        sr.misdelivered = s.misdelivered;
+        sr.duplicates = rs.seq.duplicates();
+        sr.reordered = rs.seq.reordered();
+        sr.misdelivered = rs.misdelivered;
         sr.latency = summarize(latency_[i]);
         all->merge(latency_[i]);
         r.offered += sr.offered;

@@ -146,11 +146,12 @@ class Engine {
 
   private:
     struct StreamState;
+    struct RxStream;
     struct PortState;
 
     void loop();
     uint16_t receive(PortState& port, uint16_t queue, uint64_t now);
-    void transmit(PortState& port, uint64_t now);
+    bool transmit(PortState& port, uint64_t now);  // false: nothing built or sent
     uint16_t build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_t now);
     bool take_mbufs(rte_mbuf** pkts, uint16_t count);
     void recycle(rte_mbuf** pkts, uint16_t count);
@@ -168,20 +169,23 @@ class Engine {
     // The running phase; set up by run() before the lcore starts.
     const PhaseSpec* phase_ = nullptr;
     std::vector<StreamState> streams_;
+    std::vector<RxStream> rx_streams_;
     std::vector<LatencyHistogram> latency_;
     std::vector<PortState> port_state_;
     Progress progress_;
     uint64_t start_tsc_ = 0;
     uint64_t tx_end_tsc_ = 0;
     uint64_t warm_tsc_ = 0;
+    uint64_t rx_good_ = 0;  // distinct or not, frames of this phase at the right port
     uint64_t rx_at_warm_ = 0;
     uint64_t rx_bytes_at_warm_ = 0;
     uint64_t rx_at_end_ = 0;
     uint64_t rx_bytes_at_end_ = 0;
     uint64_t skipped_ = 0;
-    // Cycles spent in receive calls that returned frames and send calls that built or
-    // sent frames (empty polls and refused retries left out, as testpmd's
-    // --record-core-cycles leaves out empty polls), and the whole phase's cycles.
+    // Cycles of the receive and transmit calls that received, built or sent frames, each
+    // from the TSC reading after the previous call (see loop(): empty polls and refused
+    // retries left out, as testpmd's --record-core-cycles leaves out empty polls), and
+    // the whole phase's cycles.
     uint64_t work_cycles_ = 0;
     uint64_t loop_cycles_ = 0;
     // Received mbufs kept for the next frames sent: the frame just read is in the
