@@ -412,56 +412,85 @@ def run_case(work, switch, case, args):
 
 # --- the generator's ceiling and cost per frame ----------------------------------------
 
-def testpmd_mac_loop(work, vdevs, size, seconds, attach=None, bursts=16):
-    """testpmd mac forwarding on links inside its own process, seeded with tx_first:
-    the Mpps it loops and its own cycles per packet (--record-core-cycles). `attach` is
-    a device added once the others are configured (a virtio-user NIC connecting to
-    testpmd's own vhost-user port, whose socket appears only then)."""
+class TestpmdMac:
+    """dpdk-testpmd in mac forwarding mode on CPU 0 (the generator's), driven through a
+    fifo, counting its own cycles per packet (--record-core-cycles). close() quits it
+    (or kills it) and returns those cycles."""
     prefix = "bench-tpmac"
-    remove_dpdk_files(prefix)
-    fifo = work / "tpmac.in"
-    if not fifo.exists():
-        os.mkfifo(fifo)
-    logp = work / "tpmac.log"
-    args = ["dpdk-testpmd", f"--file-prefix={prefix}", "--no-pci", *mem_args(256),
-            "--lcores", "0@0,1@0", "--log-level=*:warning"]
-    for v in vdevs:
-        args += ["--vdev", v]
-    args += ["--", "-i", "--total-num-mbufs=16384", "--forward-mode=mac", "--record-core-cycles"]
-    proc = subprocess.Popen(args, stdin=open(fifo, "r+b", buffering=0),
-                            stdout=open(logp, "w"), stderr=subprocess.STDOUT)
-    w = open(fifo, "w", buffering=1)
-    try:
+
+    def __init__(self, work, vdevs, mem_mb, log_name):
+        remove_dpdk_files(self.prefix)
+        fifo = work / "tpmac.in"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        self.logp = work / log_name
+        args = ["dpdk-testpmd", f"--file-prefix={self.prefix}", "--no-pci", *mem_args(mem_mb),
+                "--lcores", "0@0,1@0", "--log-level=*:warning"]
+        for v in vdevs:
+            args += ["--vdev", v]
+        args += ["--", "-i", "--total-num-mbufs=16384", "--forward-mode=mac",
+                 "--record-core-cycles"]
+        self.proc = subprocess.Popen(args, stdin=open(fifo, "r+b", buffering=0),
+                                     stdout=open(self.logp, "w"), stderr=subprocess.STDOUT)
+        self.w = open(fifo, "w", buffering=1)
+
+    def send(self, commands):
+        self.w.write(commands)
+
+    def ports(self):
+        return telemetry_ok(self.prefix, "/ethdev/list") or []
+
+    def rx_rate(self, ports, seconds):
+        """Frames per second received on PORTS over SECONDS."""
         def rx():
-            with Telemetry(prefix) as t:
-                return sum(t.query(f"/ethdev/stats,{p}")["ipackets"] for p in range(ports))
-        wait_for(lambda: telemetry_ok(prefix, "/ethdev/list") is not None, 60, "testpmd mac")
-        time.sleep(1)
-        ports = len(vdevs)
-        if attach:
-            w.write(f"port attach {attach}\n")
-            ports += 1
-            wait_for(lambda: len(telemetry_ok(prefix, "/ethdev/list") or []) == ports, 60,
-                     "testpmd's attached port")
-            w.write("port start all\n")
-            time.sleep(2)
-        w.write(f"set txpkts {size}\nstart tx_first {bursts}\n")
-        time.sleep(1)
+            with Telemetry(self.prefix) as t:
+                return sum(t.query(f"/ethdev/stats,{p}")["ipackets"] for p in ports)
         r0, t0 = rx(), time.monotonic()
         time.sleep(seconds)
         r1, t1 = rx(), time.monotonic()
-        w.write("stop\n")
+        return (r1 - r0) / (t1 - t0)
+
+    def close(self):
+        try:
+            if self.proc.poll() is None:
+                self.w.write("quit\n")
+                self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.w.close()
+            remove_dpdk_files(self.prefix)
+        cycles = re.findall(r"CPU cycles/packet=([0-9.]+)", self.logp.read_text())
+        return float(cycles[-1]) if cycles else None
+
+
+def testpmd_mac_loop(work, vdevs, size, seconds, attach=None, bursts=16):
+    """testpmd mac forwarding on links inside its own process, seeded with tx_first:
+    the Mpps it loops and its own cycles per packet. `attach` is a device added once the
+    others are configured (a virtio-user NIC connecting to testpmd's own vhost-user
+    port, whose socket appears only then)."""
+    tp = TestpmdMac(work, vdevs, 256, "tpmac.log")
+    try:
+        wait_for(lambda: telemetry_ok(tp.prefix, "/ethdev/list") is not None, 60, "testpmd mac")
         time.sleep(1)
-        w.write("quit\n")
-        proc.wait(timeout=30)
+        ports = len(vdevs)
+        if attach:
+            tp.send(f"port attach {attach}\n")
+            ports += 1
+            wait_for(lambda: len(tp.ports()) == ports, 60, "testpmd's attached port")
+            tp.send("port start all\n")
+            time.sleep(2)
+        tp.send(f"set txpkts {size}\nstart tx_first {bursts}\n")
+        time.sleep(1)
+        pps = tp.rx_rate(range(ports), seconds)
+        tp.send("stop\n")
+        time.sleep(1)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        w.close()
-        remove_dpdk_files(prefix)
-    cycles = re.findall(r"CPU cycles/packet=([0-9.]+)", logp.read_text())
-    return (r1 - r0) / (t1 - t0), float(cycles[-1]) if cycles else None
+        cycles = tp.close()
+    return pps, cycles
 
 
 def generator_costs(work, args):
@@ -512,51 +541,22 @@ def generator_costs(work, args):
                 return fn()
             finally:
                 sw.stop()
-        prefix = "bench-tpmac"
-        remove_dpdk_files(prefix)
-        fifo = work / "tpmac.in"
-        if not fifo.exists():
-            os.mkfifo(fifo)
-        logp = work / "tpmac-virtio.log"
-        targs = ["dpdk-testpmd", f"--file-prefix={prefix}", "--no-pci", *mem_args(512),
-                 "--lcores", "0@0,1@0", "--log-level=*:warning"]
-        for v in vdevs:
-            targs += ["--vdev", v]
-        targs += ["--", "-i", "--total-num-mbufs=16384", "--forward-mode=mac",
-                  "--record-core-cycles"]
-        proc = subprocess.Popen(targs, stdin=open(fifo, "r+b", buffering=0),
-                                stdout=open(logp, "w"), stderr=subprocess.STDOUT)
-        w = open(fifo, "w", buffering=1)
+        tp = TestpmdMac(work, vdevs, 512, "tpmac-virtio.log")
 
         def measure_testpmd():
-            wait_for(lambda: (telemetry_ok(prefix, "/ethdev/list") or []) == [0, 1], 60,
-                     "testpmd's guests")
-            w.write("set eth-peer 0 02:00:00:00:00:02\nset eth-peer 1 02:00:00:00:00:01\n")
-            w.write(f"set txpkts {size}\nstart tx_first 32\n")
+            wait_for(lambda: tp.ports() == [0, 1], 60, "testpmd's guests")
+            tp.send("set eth-peer 0 02:00:00:00:00:02\nset eth-peer 1 02:00:00:00:00:01\n")
+            tp.send(f"set txpkts {size}\nstart tx_first 32\n")
             time.sleep(args.warmup + 1)
-
-            def rx():
-                with Telemetry(prefix) as t:
-                    return sum(t.query(f"/ethdev/stats,{p}")["ipackets"] for p in (0, 1))
-            r0, t0 = rx(), time.monotonic()
-            time.sleep(args.duration)
-            r1, t1 = rx(), time.monotonic()
-            w.write("stop\n")
+            pps = tp.rx_rate((0, 1), args.duration)
+            tp.send("stop\n")
             time.sleep(1)
-            return (r1 - r0) / (t1 - t0)
+            return pps
         try:
             time.sleep(0.5)
             result["testpmd_pps"] = with_switch(measure_testpmd)
-            w.write("quit\n")
-            proc.wait(timeout=30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            w.close()
-            remove_dpdk_files(prefix)
-        cycles = re.findall(r"CPU cycles/packet=([0-9.]+)", logp.read_text())
-        result["testpmd_cycles"] = float(cycles[-1]) if cycles else None
+            result["testpmd_cycles"] = tp.close()
         for s in socks:
             pathlib.Path(s).unlink(missing_ok=True)
         g = GenRun(work, f"gen-virtio-{size}",
@@ -861,15 +861,15 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "two guests; 588 or so per port with seventeen) and every stream cycles through its",
           "source and destination hosts. Before each trial every host sends a broadcast so",
           "that every switch has learned every MAC (RFC 2544 section 23).", "",
-          f"- conduitd: the shipped configuration's semantics (learning, counters and idle",
-          f"  back-off on, client-mode guest ports), one worker on CPU 1, `mac_table_size:",
+          "- conduitd: the shipped configuration's semantics (learning, counters and idle",
+          "  back-off on, client-mode guest ports), one worker on CPU 1, `mac_table_size:",
           f"  {MAC_TABLE}`; the uplink is `net_memif0,role=server`.",
           "- testpmd: `--forward-mode=io`, one forwarding core on CPU 1, `net_vhost` ports in",
           "  client mode. With the uplink it cannot switch by MAC, so it runs",
           "  `--port-topology=loop` (each port's frames go back out of the same port) and the",
           "  generator expects them there: every port carries the same frames as in the",
           "  switched case, with no lookup at all.",
-          f"- OVS-DPDK: a netdev bridge with `dpdkvhostuserclient` ports, the memif uplink as a",
+          "- OVS-DPDK: a netdev bridge with `dpdkvhostuserclient` ports, the memif uplink as a",
           f"  `dpdk` port, the default NORMAL flow, `mac-table-size={MAC_TABLE}` (its default",
           "  of 2048 would flood most of 10,000 MACs). Its PMD thread polls on CPU 1; its other",
           "  threads (handlers and revalidators, its slow path, which installs a flow for each",
