@@ -65,7 +65,7 @@ for suite in "${suites[@]}"; do
         integration|nested)
             # One rig user at a time on this machine (polling switches, QEMU, fixed netns
             # and socket names): concurrent checkouts wait for each other here.
-            flock /tmp/conduit-rig.lock "$py" -m pytest -p no:cacheprovider -v "tests/$suite" \
+            "$top/tools/rig-lock" "$py" -m pytest -p no:cacheprovider -v "tests/$suite" \
                 --junitxml="$results/$suite.xml" 2>&1 | tee "$results/$suite.log"
             rc=${PIPESTATUS[0]}
             [ -f "$results/$suite.xml" ] || note_crash "$suite" "pytest exited $rc"
