@@ -6,6 +6,7 @@
 #include <rte_mempool.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -224,6 +225,9 @@ int run(Options o) {
 
 int main(int argc, char** argv) {
     using namespace conduit::gen;
+    // A peer that closes its socket (a memif server restarting its port, a switch going
+    // away) must make a write fail with EPIPE, which is reported, not end the run.
+    std::signal(SIGPIPE, SIG_IGN);
     Options options;
     try {
         options = parse_options(argc, argv);
