@@ -185,8 +185,8 @@ exit $found
 def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(kvm_hosts):
     """TCG's SVM emulation sometimes crashes the outer kernel (kvmrig.OuterKernelCrash);
     the rig then repeats the run on a fresh outer guest and says so. Here the first try
-    crashes the outer kernel on purpose (a marker outside the run directory, which is
-    reset for the second try, tells the tries apart)."""
+    crashes the outer kernel on purpose (a prepared file, which keeps what the first try
+    appended, tells the tries apart)."""
     kvm_host = kvm_hosts.ready("nested")  # only the nested rig has an outer kernel
     kvm_host.label = "outer kernel crash and repeat"
     token = secrets.token_hex(8)
