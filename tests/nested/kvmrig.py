@@ -352,7 +352,12 @@ class NestedKvm(KvmHost):
                     shutil.rmtree(leftover)
                 else:
                     leftover.unlink()
-            return self._execute_once(run_dir, timeout)
+            try:
+                return self._execute_once(run_dir, timeout)
+            except OuterKernelCrash as again:
+                self.crashes.append(f"{self.label or run_dir.name}: again, run failed: "
+                                    f"{str(again).splitlines()[0]}")
+                raise
 
     def _execute_once(self, run_dir, timeout):
         self.boot()

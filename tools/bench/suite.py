@@ -463,7 +463,10 @@ class TestpmdMac:
                 self.proc.wait()
             self.w.close()
             remove_dpdk_files(self.prefix)
-        cycles = re.findall(r"CPU cycles/packet=([0-9.]+)", self.logp.read_text())
+        try:  # in a finally block: an unreadable log must not hide the error being raised
+            cycles = re.findall(r"CPU cycles/packet=([0-9.]+)", self.logp.read_text())
+        except OSError:
+            return None
         return float(cycles[-1]) if cycles else None
 
 
@@ -926,6 +929,8 @@ def main():
                          "(docs/benchmarks.* untouched unless --out is given)")
     ap.add_argument("--out", default=str(TOP / "docs" / "benchmarks.md"))
     args = ap.parse_args()
+    if not 1 <= args.tries <= 10:
+        ap.error("--tries must be from 1 to 10")
     if args.quick:
         args.trials, args.duration, args.steps, args.search_duration = 1, 1.0, 2, 0.5
         args.tries = 1
