@@ -158,6 +158,114 @@ TEST(LatencyHistogram, SmallValuesExactAndMerge) {
     }
 }
 
+// The receive loop's run accounting must count exactly what recording every frame on its
+// own counts: the reference below does that, frame by frame.
+struct ReceiverModel {
+    static constexpr uint16_t kStreams = 5;
+    static constexpr uint16_t kPort = 1;
+    std::array<RxStream, kStreams> streams{};
+    std::array<LatencyHistogram, kStreams> latency{};
+    uint64_t right = 0, stale = 0, foreign = 0;
+
+    ReceiverModel() {
+        for (uint16_t i = 0; i < kStreams; ++i) {
+            streams[i].rx_port = i == 3 ? 0 : kPort;  // stream 3's frames belong elsewhere
+        }
+    }
+    void record_one(uint16_t magic, uint64_t head, uint64_t lat) {
+        const auto m = static_cast<uint16_t>(head);
+        const auto si = static_cast<uint16_t>(head >> 16);
+        if ((m & kMagicMask) != kMagicHigh) {
+            ++foreign;
+        } else if (m != magic || si >= kStreams) {
+            ++stale;
+        } else if (streams[si].rx_port != kPort) {
+            ++streams[si].misdelivered;
+        } else {
+            streams[si].seq.record(static_cast<uint32_t>(head >> 32));
+            latency[si].record(lat);
+            ++right;
+        }
+    }
+};
+
+TEST(RunAccountant, CountsWhatRecordingEveryFrameCounts) {
+    const uint16_t magic = kMagicHigh | 7;
+    std::mt19937_64 rng(11);
+    ReceiverModel runs, each;
+    std::array<uint64_t, ReceiverModel::kStreams> next{};
+    for (int call = 0; call < 3000; ++call) {
+        // One receive call: bursts of streams in order with one latency, then now and
+        // then a gap, a step back (reordered or duplicate), another latency, a frame of
+        // an earlier phase, a foreign one, or one of a stream that belongs elsewhere.
+        RunAccountant acc(runs.streams.data(), runs.streams.size(), runs.latency.data(), magic,
+                          ReceiverModel::kPort);
+        const auto frames = static_cast<int>(1 + rng() % 64);
+        auto si = static_cast<uint16_t>(rng() % ReceiverModel::kStreams);
+        uint64_t lat = 1000 + rng() % 50;
+        for (int f = 0; f < frames; ++f) {
+            uint16_t m = magic;
+            switch (rng() % 40) {
+                case 0:
+                    si = static_cast<uint16_t>(rng() % ReceiverModel::kStreams);
+                    break;
+                case 1:
+                    next[si] += 1 + rng() % 100;
+                    break;
+                case 2:
+                    next[si] -= std::min<uint64_t>(next[si], 1 + rng() % 80);
+                    break;
+                case 3:
+                    lat = rng() % 100'000;
+                    break;
+                case 4:
+                    m = kMagicHigh | 6;
+                    break;
+                case 5:
+                    m = 0x1234;
+                    break;
+                case 6:
+                    next[si] += 5000 + rng() % 10'000;
+                    break;  // beyond the window
+                default:
+                    break;
+            }
+            const uint64_t head = m | uint64_t{si} << 16 | (next[si]++ & 0xffffffff) << 32;
+            acc.frame(head, lat);
+            each.record_one(magic, head, lat);
+        }
+        acc.finish();
+        runs.right += acc.right();
+        runs.stale += acc.stale();
+        runs.foreign += acc.foreign();
+    }
+    EXPECT_EQ(runs.right, each.right);
+    EXPECT_EQ(runs.stale, each.stale);
+    EXPECT_EQ(runs.foreign, each.foreign);
+    EXPECT_GT(each.right, 40'000u);
+    EXPECT_GT(each.stale, 0u);
+    EXPECT_GT(each.foreign, 0u);
+    for (uint16_t i = 0; i < ReceiverModel::kStreams; ++i) {
+        SCOPED_TRACE(i);
+        const SequenceTracker& a = runs.streams[i].seq;
+        const SequenceTracker& b = each.streams[i].seq;
+        EXPECT_EQ(a.unique(), b.unique());
+        EXPECT_EQ(a.duplicates(), b.duplicates());
+        EXPECT_EQ(a.reordered(), b.reordered());
+        EXPECT_EQ(a.highest_plus_one(), b.highest_plus_one());
+        EXPECT_EQ(runs.streams[i].misdelivered, each.streams[i].misdelivered);
+        EXPECT_EQ(runs.latency[i].samples(), each.latency[i].samples());
+        EXPECT_EQ(runs.latency[i].max(), each.latency[i].max());
+        EXPECT_EQ(runs.latency[i].mean(), each.latency[i].mean());
+        for (double q : {0.01, 0.5, 0.9, 0.99, 0.999}) {
+            EXPECT_EQ(runs.latency[i].quantile(q), each.latency[i].quantile(q)) << q;
+        }
+    }
+    EXPECT_GT(each.streams[3].misdelivered, 0u);
+    EXPECT_GT(each.streams[0].seq.duplicates() + each.streams[1].seq.duplicates(), 0u);
+    EXPECT_GT(each.streams[0].seq.reordered() + each.streams[1].seq.reordered(), 0u);
+}
+
 TEST(SizeMix, SizesAndImix) {
     EXPECT_EQ(SizeMix::parse("64").at(5), 64);
     const SizeMix imix = SizeMix::parse("imix");

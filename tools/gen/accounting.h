@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "tools/gen/frame.h"
+
 namespace conduit::gen {
 
 // Latencies in TSC cycles in log-linear buckets: exact below 32 cycles, then 32 buckets
@@ -25,35 +27,12 @@ class LatencyHistogram {
         sum_ += cycles;
         max_ = cycles > max_ ? cycles : max_;
     }
-    // A burst's latencies: the sum, maximum and the current bucket's count stay in
-    // registers, and a bucket is written once per run of equal buckets (the frames of
-    // one burst were mostly stamped and received at the same two instants).
-    void record(const uint64_t* cycles, std::size_t n) {
-        if (n == 0) {
-            return;
-        }
-        uint64_t sum = 0;
-        uint64_t max = max_;
-        uint64_t last = cycles[0];
-        unsigned run_bucket = bucket(last);
-        uint64_t run = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            const uint64_t v = cycles[i];
-            sum += v;
-            max = v > max ? v : max;
-            if (v != last) {
-                last = v;
-                if (const unsigned b = bucket(v); b != run_bucket) {
-                    counts_[run_bucket] += run;
-                    run_bucket = b;
-                    run = 0;
-                }
-            }
-            ++run;
-        }
-        counts_[run_bucket] += run;
-        sum_ += sum;
-        max_ = max;
+    // `count` frames that all took `cycles`: the frames of a burst were mostly stamped
+    // at one instant and received at another, so the receiver counts them as one run.
+    void record_run(uint64_t cycles, uint64_t count) {
+        counts_[bucket(cycles)] += count;
+        sum_ += cycles * count;
+        max_ = cycles > max_ ? cycles : max_;
     }
     void merge(const LatencyHistogram& other);
     void reset();
@@ -108,25 +87,12 @@ class SequenceTracker {
         }
         record_out_of_order(seq32);
     }
-    // A burst's numbers: frames in order keep the next number in a register.
-    void record(const uint32_t* seqs, std::size_t n) {
-        uint64_t next = next_;
-        uint64_t in_order = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-            if (seqs[i] == static_cast<uint32_t>(next)) {
-                if ((next & 63) == 0) {
-                    word(next) = 0;
-                }
-                ++next;
-                ++in_order;
-            } else {
-                next_ = next;
-                record_out_of_order(seqs[i]);
-                next = next_;
-            }
-        }
-        next_ = next;
-        unique_ += in_order;
+    // `count` frames in order after the last one recorded, numbered highest_plus_one()
+    // onwards, none of them the first of a window word (a number that is a multiple of
+    // 64: record() clears that word). The receiver counts such runs in registers.
+    void record_in_order(uint64_t count) {
+        next_ += count;
+        unique_ += count;
     }
     void reset();
 
@@ -151,6 +117,117 @@ class SequenceTracker {
     // Bit set: that number has not arrived. Words of numbers at or above next_ hold
     // zeros for them.
     std::array<uint64_t, kWords> window_{};
+};
+
+// What the receiver keeps per stream: where its frames must arrive, how many arrived
+// elsewhere, and their sequence numbers.
+struct RxStream {
+    uint16_t rx_port = 0;
+    uint64_t misdelivered = 0;
+    SequenceTracker seq;
+};
+
+// Counts the stamped frames of one receive call. Frames of one stream that arrive in
+// order with one latency (a burst stamped at one instant and received at another) form
+// a run, counted in registers and handed to the stream's tracker and histogram when it
+// ends; any other frame breaks the run. Meant to live in a local of the receive loop:
+// every member is inline, so the compiler keeps the run in registers.
+class RunAccountant {
+  public:
+    // `magic`: kMagicHigh with the running phase's tag; `port`: the receiving port's index.
+    RunAccountant(RxStream* streams, std::size_t count, LatencyHistogram* latency, uint16_t magic,
+                  uint16_t port)
+        : streams_(streams), count_(count), latency_(latency), magic_(magic), port_(port) {}
+
+    // One frame's stamp: `head` is its first eight bytes (magic, stream, 32-bit sequence
+    // number, in host order), `latency` now minus its TSC.
+    [[gnu::always_inline]] void frame(uint64_t head, uint64_t latency) {
+        if (static_cast<uint32_t>(head) == key_ &&
+            static_cast<uint32_t>(head >> 32) == static_cast<uint32_t>(next_) &&
+            (next_ & 63) != 0 && latency == latency_value_) {
+            ++next_;
+            ++in_order_;
+            ++latency_count_;
+            return;
+        }
+        run_break(head, latency);
+    }
+    // After the last frame of the call.
+    [[gnu::always_inline]] void finish() { end_run(); }
+
+    uint64_t right() const { return right_; }  // frames of this phase at their stream's port
+    uint64_t stale() const { return stale_; }  // ours, from an earlier phase
+    uint64_t foreign() const { return foreign_; }
+
+  private:
+    [[gnu::always_inline]] void end_run() {
+        if (key_ == 0) {
+            return;
+        }
+        streams_[stream_].seq.record_in_order(in_order_);
+        latency_[stream_].record_run(latency_value_, latency_count_);
+        right_ += in_order_;
+        in_order_ = 0;
+        latency_count_ = 0;
+        key_ = 0;
+    }
+    // Another stream, a number out of order or at a window word's start, another
+    // latency, or not a frame of this phase at all.
+    [[gnu::always_inline]] void run_break(uint64_t head, uint64_t latency) {
+        const auto key = static_cast<uint32_t>(head);
+        const auto seq = static_cast<uint32_t>(head >> 32);
+        if (key == key_) {
+            SequenceTracker& tracker = streams_[stream_].seq;
+            tracker.record_in_order(in_order_);
+            right_ += in_order_ + 1;
+            in_order_ = 0;
+            tracker.record(seq);
+            next_ = tracker.highest_plus_one();
+            if (latency != latency_value_) {
+                latency_[stream_].record_run(latency_value_, latency_count_);
+                latency_value_ = latency;
+                latency_count_ = 0;
+            }
+            ++latency_count_;
+            return;
+        }
+        end_run();
+        const auto magic = static_cast<uint16_t>(key);
+        const auto stream = static_cast<uint16_t>(key >> 16);
+        if ((magic & kMagicMask) != kMagicHigh) {
+            ++foreign_;
+            return;
+        }
+        if (magic != magic_ || stream >= count_) {
+            ++stale_;
+            return;
+        }
+        RxStream& s = streams_[stream];
+        if (s.rx_port != port_) {
+            ++s.misdelivered;  // no run: each frame of it comes here
+            return;
+        }
+        s.seq.record(seq);
+        key_ = key;
+        stream_ = stream;
+        next_ = s.seq.highest_plus_one();
+        latency_value_ = latency;
+        latency_count_ = 1;
+        ++right_;
+    }
+
+    RxStream* streams_;
+    std::size_t count_;
+    LatencyHistogram* latency_;
+    uint16_t magic_;
+    uint16_t port_;
+    uint32_t key_ = 0;  // the run's magic and stream; 0 (no magic has a zero high byte): none
+    uint16_t stream_ = 0;
+    uint64_t next_ = 0;           // the number that continues the run
+    uint64_t in_order_ = 0;       // frames after the run's first not yet given to the tracker
+    uint64_t latency_value_ = 0;  // of the latency_count_ frames not yet in the histogram
+    uint64_t latency_count_ = 0;
+    uint64_t right_ = 0, stale_ = 0, foreign_ = 0;
 };
 
 }  // namespace conduit::gen

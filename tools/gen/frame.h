@@ -89,6 +89,10 @@ class FrameTemplate {
     FrameTemplate() = default;
     FrameTemplate(uint32_t ip_src, uint32_t ip_dst, uint16_t udp_dst, int vlan);
 
+    // The prepared header (addresses and per-frame fields as complete() left them), in
+    // kBytes bytes whatever its own length: the fast path copies it whole.
+    static constexpr std::size_t kBytes = kEthLen + kVlanLen + kIpLen + kUdpLen;
+    const uint8_t* bytes() const { return bytes_; }
     uint16_t header_len() const { return header_len_; }
     // `len` is the whole frame (no FCS on virtual links); the mbuf must have room.
     // Inline: it runs once per frame sent.
@@ -138,7 +142,7 @@ class FrameTemplate {
         std::memcpy(ip + kIpLen + 4, &udp_len_be, 2);
     }
 
-    uint8_t bytes_[kEthLen + kVlanLen + kIpLen + kUdpLen] = {};
+    uint8_t bytes_[kBytes] = {};
     uint16_t complete_len_ = 0;  // 0: not complete
     uint16_t header_len_ = 0;
     uint16_t ip_off_ = 0;

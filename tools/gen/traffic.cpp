@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -32,14 +34,6 @@ struct Engine::StreamState {
     uint64_t refused = 0, unsent = 0;
 };
 
-// What the receiver keeps per stream, in a flat array of its own: a frame in order
-// touches one cache line of it (and one or two of the stream's latency histogram).
-struct Engine::RxStream {
-    uint16_t rx_port = 0;
-    uint64_t misdelivered = 0;
-    SequenceTracker seq;
-};
-
 struct Engine::PortState {
     uint16_t id = 0;
     uint16_t index = 0;
@@ -54,9 +48,28 @@ struct Engine::PortState {
     std::vector<uint16_t> sizes;
     std::size_t size_i = 0;
     rte_mbuf* pending[kBurst] = {};
+    // Which stream each frame of the burst built last is, and its length; when every
+    // frame is of one stream and one length (the single-stream fast path) only
+    // burst_stream and burst_len say so, not written per frame.
     uint16_t pending_stream[kBurst] = {};
     uint16_t pending_len[kBurst] = {};
+    int32_t burst_stream = -1;
+    uint16_t burst_len = 0;
     uint16_t pending_off = 0, pending_count = 0;
+
+    uint16_t stream_at(uint16_t k) const {
+        return burst_stream >= 0 ? static_cast<uint16_t>(burst_stream) : pending_stream[k];
+    }
+    uint64_t bytes_of(uint16_t from, uint16_t count) const {
+        if (burst_stream >= 0) {
+            return uint64_t{count} * burst_len;
+        }
+        uint64_t bytes = 0;
+        for (uint16_t k = from; k < from + count; ++k) {
+            bytes += pending_len[k];
+        }
+        return bytes;
+    }
     uint64_t pause_from = 0, pause_to = 0;
     bool polled = true;
     PortPhaseCounters c;
@@ -235,24 +248,43 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
         const uint16_t len = s.tmpl.complete_len();
         if (len != 0 && s.spec.frames == 0) {
             // In locals: stores into the mbufs might alias the fields, so the compiler
-            // would reload them for every frame.
+            // would reload them for every frame. Each mbuf gets its first line's fields
+            // in four stores: data offset, one reference, one segment and the port; no
+            // offload flags; no packet type, the length; the length, no VLAN tag.
             uint64_t seq = s.next_seq;
-            const uint16_t id = port.id;
+            uint8_t header[FrameTemplate::kBytes];
+            std::memcpy(header, s.tmpl.bytes(), sizeof header);
+            const uint16_t header_len = s.tmpl.header_len();
+            const uint64_t rearm = RTE_PKTMBUF_HEADROOM | uint64_t{1} << 16 | uint64_t{1} << 32 |
+                                   uint64_t{port.id} << 48;
+            const uint64_t type_and_len = uint64_t{len} << 32;
+            const uint32_t data_len_no_vlan = len;
+            const uint64_t key = magic | uint64_t{si} << 16;
             for (uint16_t k = 0; k < count; ++k) {
                 rte_mbuf* m = pkts[k];
-                m->data_off = RTE_PKTMBUF_HEADROOM;
-                m->port = id;
+                static_assert(offsetof(rte_mbuf, refcnt) == offsetof(rte_mbuf, data_off) + 2 &&
+                              offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, data_off) + 4 &&
+                              offsetof(rte_mbuf, port) == offsetof(rte_mbuf, data_off) + 6);
+                static_assert(offsetof(rte_mbuf, pkt_len) == offsetof(rte_mbuf, packet_type) + 4 &&
+                              offsetof(rte_mbuf, data_len) == offsetof(rte_mbuf, packet_type) + 8 &&
+                              offsetof(rte_mbuf, vlan_tci) == offsetof(rte_mbuf, packet_type) + 10);
+                std::memcpy(&m->data_off, &rearm, 8);
                 m->ol_flags = 0;
-                m->packet_type = 0;
-                m->vlan_tci = 0;
-                s.tmpl.write_complete(m, Stamp{magic, si, static_cast<uint32_t>(seq++), now});
-                port.pending_stream[k] = si;
-                port.pending_len[k] = len;
+                std::memcpy(&m->packet_type, &type_and_len, 8);
+                std::memcpy(&m->data_len, &data_len_no_vlan, 4);
+                auto* data = static_cast<uint8_t*>(m->buf_addr) + RTE_PKTMBUF_HEADROOM;
+                std::memcpy(data, header, sizeof header);
+                const uint64_t head = key | (seq++ << 32);
+                std::memcpy(data + header_len, &head, 8);
+                std::memcpy(data + header_len + 8, &now, 8);
             }
             s.next_seq = seq;
+            port.burst_stream = si;
+            port.burst_len = len;
             return count;
         }
     }
+    port.burst_stream = -1;
     uint16_t built = 0;
     while (built < count && !port.active.empty()) {
         if (port.rr >= port.active.size()) {
@@ -321,12 +353,8 @@ bool Engine::transmit(PortState& port, uint64_t now) {
         const uint16_t sent = rte_eth_tx_burst(port.id, 0, port.pending + port.pending_off, want);
         ++port.c.tx_calls;
         port.c.tx_calls_short += sent < want;
-        uint64_t bytes = 0;
-        for (uint16_t k = port.pending_off; k < port.pending_off + sent; ++k) {
-            bytes += port.pending_len[k];
-        }
         port.c.tx_frames += sent;
-        port.c.tx_bytes += bytes;
+        port.c.tx_bytes += port.bytes_of(port.pending_off, sent);
         port.pending_off = static_cast<uint16_t>(port.pending_off + sent);
         // A retry the port refused again is waiting for the switch, not work.
         return built || sent != 0;
@@ -355,17 +383,13 @@ bool Engine::transmit(PortState& port, uint64_t now) {
     const uint16_t sent = rte_eth_tx_burst(port.id, 0, pkts, built);
     ++port.c.tx_calls;
     port.c.tx_calls_short += sent < built;
-    uint64_t bytes = 0;
-    for (uint16_t k = 0; k < sent; ++k) {
-        bytes += port.pending_len[k];
-    }
     port.c.tx_frames += sent;
-    port.c.tx_bytes += bytes;
+    port.c.tx_bytes += port.bytes_of(0, sent);
     if (sent < built) {
         // The switch did not drain its side of the ring in time: on a wire these frames
         // would be gone too.
         for (uint16_t k = sent; k < built; ++k) {
-            ++streams_[port.pending_stream[k]].refused;
+            ++streams_[port.stream_at(k)].refused;
         }
         port.c.refused += built - sent;
         recycle(pkts + sent, static_cast<uint16_t>(built - sent));
@@ -375,7 +399,7 @@ bool Engine::transmit(PortState& port, uint64_t now) {
 
 void Engine::finish_pending(PortState& port) {
     for (uint16_t k = port.pending_off; k < port.pending_count; ++k) {
-        ++streams_[port.pending_stream[k]].unsent;
+        ++streams_[port.stream_at(k)].unsent;
     }
     if (port.pending_count > port.pending_off) {
         recycle(port.pending + port.pending_off,
@@ -393,21 +417,21 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     if (n == 0) {
         return 0;
     }
-    // Every frame's first line is fetched before any is read: a frame a switch on
-    // another core wrote is not in this core's cache.
-    for (uint16_t i = 0; i < n; ++i) {
+    // A frame's first line is fetched a few frames before it is read: a frame a switch
+    // on another core wrote is not in this core's cache.
+    constexpr uint16_t kAhead = 4;
+    for (uint16_t i = 0; i < std::min(n, kAhead); ++i) {
         rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
     }
-    const uint16_t magic = static_cast<uint16_t>(kMagicHigh | tag_);
-    const auto nstreams = static_cast<uint16_t>(rx_streams_.size());
-    RxStream* const rx = rx_streams_.data();
-    // First pass: each frame's stamp, checked, into locals; the buffers into the stash.
-    // The streams' state is then updated once per run of frames of one stream (a whole
-    // burst, most often), in registers rather than memory.
-    uint16_t stream[kRxBurst];
-    uint32_t seq[kRxBurst];
-    uint64_t latency[kRxBurst];
-    uint16_t ours = 0;  // frames of this phase, stamps in the arrays
+    // The frames conduit-gen sends without a VLAN tag are told by two bytes (ethertype
+    // IPv4, protocol UDP) and their stamp read at a fixed place; the rest go through
+    // read_stamp().
+    constexpr uint16_t kPlainStamp = kEthLen + kIpLen + kUdpLen;
+    const uint16_t ipv4_be = rte_cpu_to_be_16(0x0800);
+    // rx_streams_ is a flat array of its own: a frame in order touches one cache line of
+    // it (and one or two of its stream's latency histogram).
+    RunAccountant run(rx_streams_.data(), rx_streams_.size(), latency_.data(),
+                      static_cast<uint16_t>(kMagicHigh | tag_), port.index);
     uint64_t bytes = 0;
     rte_mbuf* other[kRxBurst];  // buffers not ours to reuse: freed
     uint16_t no = 0;
@@ -415,18 +439,27 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     uint32_t stashed = stash_count_;
     const bool keep = stashed + kRxBurst <= kStash;
     for (uint16_t i = 0; i < n; ++i) {
+        if (i + kAhead < n) {
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kAhead], void*));
+        }
         rte_mbuf* m = pkts[i];
+        const auto* data = rte_pktmbuf_mtod(m, const uint8_t*);
+        const uint16_t len = rte_pktmbuf_data_len(m);
         bytes += rte_pktmbuf_pkt_len(m);
-        Stamp st;
-        if (!read_stamp(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), st)) {
-            ++port.c.rx_foreign;
-        } else if (st.magic != magic || st.stream >= nstreams) {
-            ++port.c.rx_stale;
+        uint16_t ethertype;
+        std::memcpy(&ethertype, data + 12, 2);
+        // The stamp's first eight bytes (magic, stream, sequence number) as one word.
+        uint64_t head;
+        uint64_t tsc;
+        if (len >= kPlainStamp + sizeof(Stamp) && ethertype == ipv4_be && data[kEthLen + 9] == 17) {
+            std::memcpy(&head, data + kPlainStamp, 8);
+            std::memcpy(&tsc, data + kPlainStamp + 8, 8);
+            run.frame(head, now - tsc);
+        } else if (Stamp st; read_stamp(data, len, st)) {
+            std::memcpy(&head, &st, 8);
+            run.frame(head, now - st.tsc);
         } else {
-            stream[ours] = st.stream;
-            seq[ours] = st.seq;
-            latency[ours] = now - st.tsc;
-            ++ours;
+            ++port.c.rx_foreign;
         }
         if (keep && m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
             rte_mbuf_refcnt_read(m) == 1) {
@@ -436,33 +469,16 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
         }
     }
     stash_count_ = stashed;
-    // Then per run of frames of one stream: its rx_port is looked up once per run, not
-    // per frame behind the frame's own (dependent) load.
-    uint16_t right = 0;  // frames of this phase at the port their stream is for
-    for (uint16_t i = 0; i < ours;) {
-        const uint16_t si = stream[i];
-        uint16_t j = static_cast<uint16_t>(i + 1);
-        while (j < ours && stream[j] == si) {
-            ++j;
-        }
-        const auto run = static_cast<uint16_t>(j - i);
-        RxStream& s = rx[si];
-        if (s.rx_port == port.index) {
-            s.seq.record(seq + i, run);
-            latency_[si].record(latency + i, run);
-            right = static_cast<uint16_t>(right + run);
-        } else {
-            s.misdelivered += run;
-        }
-        i = j;
-    }
+    run.finish();
     port.c.rx_frames += n;
     port.c.rx_bytes += bytes;
     port.c.rx_queue_frames[queue] += n;
     if (no != 0) {
         rte_pktmbuf_free_bulk(other, no);
     }
-    rx_good_ += right;
+    port.c.rx_stale += run.stale();
+    port.c.rx_foreign += run.foreign();
+    rx_good_ += run.right();
     return n;
 }
 

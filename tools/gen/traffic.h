@@ -146,7 +146,6 @@ class Engine {
 
   private:
     struct StreamState;
-    struct RxStream;
     struct PortState;
 
     void loop();
