@@ -274,7 +274,8 @@ int show_pmd(Context& c, const Parsed&) {
               << "%, polling)\n";
         c.out << "  idle back-off:      " << num(w["sleep_ms"]) << " ms asleep ("
               << num(w["sleep_percent"]) << "%) in " << num(w["idle_sleeps"]) << " sleeps, longest "
-              << num(w["longest_sleep_us"]) << " us\n";
+              << num(w["longest_sleep_us"]) << " us, " << num(w["idle_holds"])
+              << " idle spells held polling after a high rate\n";
         c.out << "  cycles per packet:  " << num(w["cycles_per_packet"]) << '\n';
     }
     return kOk;

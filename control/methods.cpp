@@ -180,6 +180,7 @@ json worker_json(const dp::WorkerReport& w, double hz) {
             {"idle_cycles", s.idle_cycles},
             {"sleep_cycles", s.sleep_cycles},
             {"idle_sleeps", s.sleeps},
+            {"idle_holds", s.holds},
             {"busy_percent", pct(s.busy_cycles)},
             {"idle_percent", pct(s.idle_cycles)},
             {"sleep_percent", pct(s.sleep_cycles)},

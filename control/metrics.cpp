@@ -153,6 +153,9 @@ std::string render_metrics(dp::Dataplane& dp, const std::string& extra) {
          }},
         {"conduit_worker_idle_sleeps_total", "idle back-off sleeps",
          [](const dp::WorkerStatsSnapshot& s, double) { return static_cast<double>(s.sleeps); }},
+        {"conduit_worker_idle_holds_total",
+         "idle spells polled through, without sleeping, after a high rate",
+         [](const dp::WorkerStatsSnapshot& s, double) { return static_cast<double>(s.holds); }},
     };
     for (const auto& wf : kWorker) {
         Family f(out, wf.name, "counter", wf.help);

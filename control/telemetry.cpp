@@ -190,6 +190,7 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
         rte_tel_data_add_dict_u64(child, "busy_cycles", s.busy_cycles);
         rte_tel_data_add_dict_u64(child, "idle_cycles", s.idle_cycles);
         rte_tel_data_add_dict_u64(child, "idle_sleeps", s.sleeps);
+        rte_tel_data_add_dict_u64(child, "idle_holds", s.holds);
         rte_tel_data_add_dict_u64(child, "idle_sleep_us",
                                   static_cast<uint64_t>(s.sleep_cycles * 1e6 / hz));
         rte_tel_data_add_dict_u64(child, "longest_sleep_us", s.longest_sleep_us);

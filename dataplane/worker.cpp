@@ -37,6 +37,7 @@ WorkerStatsSnapshot WorkerStats::snapshot() const {
     s.idle_cycles = idle_cycles.load(std::memory_order_relaxed);
     s.sleep_cycles = sleep_cycles.load(std::memory_order_relaxed);
     s.sleeps = sleeps.load(std::memory_order_relaxed);
+    s.holds = holds.load(std::memory_order_relaxed);
     s.longest_sleep_us = longest_sleep_us.load(std::memory_order_relaxed);
     return s;
 }
@@ -51,6 +52,7 @@ WorkerStatsSnapshot WorkerStatsSnapshot::operator-(const WorkerStatsSnapshot& ba
     d.idle_cycles -= base.idle_cycles;
     d.sleep_cycles -= base.sleep_cycles;
     d.sleeps -= base.sleeps;
+    d.holds -= base.holds;
     return d;
 }
 
@@ -123,6 +125,13 @@ int Worker::run() {
     const uint64_t hz = rte_get_tsc_hz();
     const uint64_t tsc_per_ms = hz / 1000;
     const uint64_t idle_ticks = backoff_.idle_before_sleep_us * hz / 1'000'000;
+    const uint64_t hold_ticks = backoff_.busy_hold_us * hz / 1'000'000;
+    const uint64_t window_ticks = backoff_.rate_window_us * hz / 1'000'000;
+    // The rate window: frames since window_start; evaluated on busy loops only.
+    uint64_t window_start = rte_rdtsc();
+    uint64_t window_frames = 0;
+    uint64_t wait_ticks = idle_ticks;  // idle time before sleeping: short, or the hold
+    bool hold_counted = false;         // this idle spell was counted as a hold
     uint64_t last_busy = rte_rdtsc();
     uint64_t loop_start = last_busy;
     bool last_loop_busy = false;
@@ -159,9 +168,24 @@ int Worker::run() {
             bump(stats_.rx_bursts, bursts);
             last_busy = now_tsc;
             sleep_us = backoff_.first_sleep_us;
+            hold_counted = false;
+            window_frames += received;
+            if (const uint64_t elapsed = now_tsc - window_start; elapsed >= window_ticks) {
+                // The window's rate, over the time it really lasted (an idle spell
+                // included): at least busy_rate_pps means hold.
+                const bool high = window_frames * hz >= backoff_.busy_rate_pps * elapsed;
+                wait_ticks = high ? hold_ticks : idle_ticks;
+                window_start = now_tsc;
+                window_frames = 0;
+            }
             continue;
         }
-        if (!backoff_.enabled || now_tsc - last_busy < idle_ticks) {
+        if (!backoff_.enabled || now_tsc - last_busy < wait_ticks) {
+            if (backoff_.enabled && !hold_counted && now_tsc - last_busy >= idle_ticks) {
+                // Past the short wait, still polling: the hold after a high rate.
+                hold_counted = true;
+                bump(stats_.holds, 1);
+            }
             continue;
         }
         // Idle: sleep offline, so RCU writers need not wait for us.

@@ -26,11 +26,22 @@ struct RxQueueRef {
 // first_sleep_us and doubling up to max_sleep_us, so it is back to full polling well
 // within a millisecond of traffic returning while an idle switch costs little CPU. The
 // cap is low because the kernel's wake-up adds its own delay to every sleep.
+//
+// A sleep is only as short as the kernel and, on a virtual machine, the host make it: a
+// vCPU that halted can be away for milliseconds, and traffic that resumes at a high rate
+// overflows a guest's ring meanwhile (1024 descriptors last 1 ms at 1 Mpps). So a worker
+// that has just carried a high rate (at least busy_rate_pps over a rate window) waits
+// busy_hold_us after its last frame before it sleeps: a burst of high-rate traffic, or
+// the next trial of a benchmark, finds it polling. Low-rate traffic (a few thousand
+// frames a second cannot fill a ring during any wake-up) keeps the short wait.
 struct BackoffPolicy {
     bool enabled = true;
     uint64_t idle_before_sleep_us = 200;
     uint64_t first_sleep_us = 10;
     uint64_t max_sleep_us = 200;
+    uint64_t busy_rate_pps = 100'000;
+    uint64_t busy_hold_us = 1'000'000;
+    uint64_t rate_window_us = 10'000;
 };
 
 // PMD statistics, as plain numbers (a reading, or a difference of two readings).
@@ -43,6 +54,7 @@ struct WorkerStatsSnapshot {
     uint64_t idle_cycles = 0;   // TSC cycles in loops that found nothing (polling, not asleep)
     uint64_t sleep_cycles = 0;  // TSC cycles asleep in the idle back-off
     uint64_t sleeps = 0;
+    uint64_t holds = 0;             // idle spells the worker kept polling through after a high rate
     uint64_t longest_sleep_us = 0;  // not a sum: the longest single sleep (never cleared)
 
     WorkerStatsSnapshot operator-(const WorkerStatsSnapshot& base) const;
@@ -59,6 +71,7 @@ struct WorkerStats {
     std::atomic<uint64_t> idle_cycles{0};
     std::atomic<uint64_t> sleep_cycles{0};
     std::atomic<uint64_t> sleeps{0};
+    std::atomic<uint64_t> holds{0};
     // The longest single sleep as measured (requested step plus the kernel's wake-up
     // delay): the most time the worker was away from its queues.
     std::atomic<uint64_t> longest_sleep_us{0};

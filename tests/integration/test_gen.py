@@ -140,6 +140,9 @@ def test_fixed_rate_counts_agree_with_conduitd(rig):
     check_counts_agree(cd, r)
     # 16 host MACs over two ports, all learned from the learning frames and the traffic.
     assert cd.bridges()["br0"]["mac_learned"] == 16
+    # 20,000 frames a second is a low rate: the worker went back to its short idle wait
+    # and never held polling through an idle spell.
+    assert cd.workers()["worker0"]["idle_holds"] == 0
 
 
 def test_max_rate_counts_agree_with_conduitd(rig):
@@ -153,6 +156,12 @@ def test_max_rate_counts_agree_with_conduitd(rig):
         assert t["refused"] == 0 and t["received"] > 0
         assert t["received"] + t["lost"] == t["offered"]
     check_counts_agree(cd, r)
+    # After a high rate the worker polled through the idle spells (between the trials,
+    # after the last) rather than sleeping at once; its hold over, it backs off.
+    w = cd.workers()["worker0"]
+    assert w["idle_holds"] >= 1, w
+    wait_for(lambda: cd.workers()["worker0"]["idle_sleeps"] > w["idle_sleeps"], timeout=10,
+             what="the worker sleeping again after its hold")
 
 
 def test_rfc2544_two_step_search(rig):
