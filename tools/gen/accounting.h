@@ -140,14 +140,14 @@ class RunAccountant {
         : streams_(streams), count_(count), latency_(latency), magic_(magic), port_(port) {}
 
     // One frame's stamp: `head` is its first eight bytes (magic, stream, 32-bit sequence
-    // number, in host order), `latency` now minus its TSC.
+    // number, in host order), `latency` now minus its TSC. In a run a frame costs one
+    // comparison of its head with the one expected, one of its latency, and a count.
     [[gnu::always_inline]] void frame(uint64_t head, uint64_t latency) {
-        if (static_cast<uint32_t>(head) == key_ &&
-            static_cast<uint32_t>(head >> 32) == static_cast<uint32_t>(next_) &&
-            (next_ & 63) != 0 && latency == latency_value_) {
-            ++next_;
+        // (expected_ >> 32) & 63 == 0: the number starts a window word, which record()
+        // clears.
+        if (head == expected_ && (expected_ & kWordStart) != 0 && latency == latency_value_) {
+            expected_ += kOne;
             ++in_order_;
-            ++latency_count_;
             return;
         }
         run_break(head, latency);
@@ -160,29 +160,37 @@ class RunAccountant {
     uint64_t foreign() const { return foreign_; }
 
   private:
+    static constexpr uint64_t kOne = uint64_t{1} << 32;         // one sequence number
+    static constexpr uint64_t kWordStart = uint64_t{63} << 32;  // its low six bits
+
+    // Gives the run's frames in order to the tracker; they share the latency run.
+    [[gnu::always_inline]] void take_in_order(SequenceTracker& tracker) {
+        tracker.record_in_order(in_order_);
+        right_ += in_order_;
+        latency_count_ += in_order_;
+        in_order_ = 0;
+    }
     [[gnu::always_inline]] void end_run() {
-        if (key_ == 0) {
+        if (!running_) {
             return;
         }
-        streams_[stream_].seq.record_in_order(in_order_);
+        take_in_order(streams_[stream_].seq);
         latency_[stream_].record_run(latency_value_, latency_count_);
-        right_ += in_order_;
-        in_order_ = 0;
         latency_count_ = 0;
-        key_ = 0;
+        running_ = false;
+        expected_ = 0;  // no stamp's head is 0: its magic is not
     }
     // Another stream, a number out of order or at a window word's start, another
     // latency, or not a frame of this phase at all.
     [[gnu::always_inline]] void run_break(uint64_t head, uint64_t latency) {
         const auto key = static_cast<uint32_t>(head);
         const auto seq = static_cast<uint32_t>(head >> 32);
-        if (key == key_) {
+        if (running_ && key == static_cast<uint32_t>(expected_)) {
             SequenceTracker& tracker = streams_[stream_].seq;
-            tracker.record_in_order(in_order_);
-            right_ += in_order_ + 1;
-            in_order_ = 0;
+            take_in_order(tracker);
             tracker.record(seq);
-            next_ = tracker.highest_plus_one();
+            ++right_;
+            expected_ = key | tracker.highest_plus_one() << 32;
             if (latency != latency_value_) {
                 latency_[stream_].record_run(latency_value_, latency_count_);
                 latency_value_ = latency;
@@ -208,9 +216,9 @@ class RunAccountant {
             return;
         }
         s.seq.record(seq);
-        key_ = key;
+        running_ = true;
         stream_ = stream;
-        next_ = s.seq.highest_plus_one();
+        expected_ = key | s.seq.highest_plus_one() << 32;
         latency_value_ = latency;
         latency_count_ = 1;
         ++right_;
@@ -221,12 +229,12 @@ class RunAccountant {
     LatencyHistogram* latency_;
     uint16_t magic_;
     uint16_t port_;
-    uint32_t key_ = 0;  // the run's magic and stream; 0 (no magic has a zero high byte): none
+    bool running_ = false;
     uint16_t stream_ = 0;
-    uint64_t next_ = 0;           // the number that continues the run
-    uint64_t in_order_ = 0;       // frames after the run's first not yet given to the tracker
-    uint64_t latency_value_ = 0;  // of the latency_count_ frames not yet in the histogram
-    uint64_t latency_count_ = 0;
+    uint64_t expected_ = 0;       // the head that continues the run
+    uint64_t in_order_ = 0;       // frames that did, not yet given to the tracker
+    uint64_t latency_value_ = 0;  // of the latency_count_ (+ in_order_) frames not yet
+    uint64_t latency_count_ = 0;  // in the histogram
     uint64_t right_ = 0, stale_ = 0, foreign_ = 0;
 };
 

@@ -212,10 +212,10 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
 }
 
 bool Engine::take_mbufs(rte_mbuf** pkts, uint16_t count) {
+    // The most recently stashed, in one copy (their order does not matter).
     const uint16_t from_stash = static_cast<uint16_t>(std::min<uint32_t>(count, stash_count_));
-    for (uint16_t i = 0; i < from_stash; ++i) {
-        pkts[i] = stash_[--stash_count_];
-    }
+    stash_count_ -= from_stash;
+    std::memcpy(pkts, stash_ + stash_count_, from_stash * sizeof(rte_mbuf*));
     if (from_stash < count &&
         rte_mempool_get_bulk(pool_, reinterpret_cast<void**>(pkts + from_stash),
                              count - from_stash) != 0) {
@@ -461,8 +461,12 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
         } else {
             ++port.c.rx_foreign;
         }
-        if (keep && m->pool == pool_ && m->nb_segs == 1 && RTE_MBUF_DIRECT(m) &&
-            rte_mbuf_refcnt_read(m) == 1) {
+        // Kept when it is ours to reuse as it is: from our pool, one segment, one
+        // reference (read together with the segment count), direct.
+        uint32_t refcnt_and_segs;
+        static_assert(offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, refcnt) + 2);
+        std::memcpy(&refcnt_and_segs, &m->refcnt, 4);
+        if (keep && m->pool == pool_ && refcnt_and_segs == (1u | 1u << 16) && RTE_MBUF_DIRECT(m)) {
             stash_[stashed++] = m;
         } else {
             other[no++] = m;
