@@ -590,13 +590,15 @@ def generator_costs(work, args):
 def figures(result, size):
     s = next((x for x in (result or {}).get("sizes", []) if x["size"] == size), None)
     if s is None:  # the run failed (see its "error")
-        return dict.fromkeys(("max", "pdr", "ndr", "ndr_p99", "ndr_p50", "busy"))
+        return dict.fromkeys(("max", "pdr", "ndr", "ndr_p99", "ndr_p50", "busy", "gen_cycles"))
     ndr = s["ndr"]
     return {"max": s["throughput_pps"], "pdr": s["pdr"]["rate_pps"], "ndr": ndr["rate_pps"],
             "ndr_p99": ndr.get("latency", {}).get("p99_us"),
             "ndr_p50": ndr.get("latency", {}).get("p50_us"),
             "busy": statistics.median([result["trials"][i]["generator_busy"]
-                                       for i in s["max_trials"]])}
+                                       for i in s["max_trials"]]),
+            "gen_cycles": statistics.median([result["trials"][i]["cycles_per_frame"]
+                                             for i in s["max_trials"]])}
 
 
 def fmt_mpps(v):
@@ -714,7 +716,10 @@ def why(results):
               "comparable):", ""]
         L += [f"- {t}, {s}: {', '.join(ports)}" for t, s, ports in silent]
     L += ["", "*(!)*: the generator was busy in at least 90% of its loop: that figure may be",
-          "its limit rather than the switch's (see the ceiling below).", ""]
+          "its limit rather than the switch's (see the ceiling below). *generator cycles/frame*",
+          "is what each frame received cost the generator in the maximum-load trials (median):",
+          "the same traffic costs it more when a switch hands it frames a few at a time or",
+          "through a link whose copies fall on the generator's core (the memif uplink).", ""]
     return L
 
 
@@ -831,13 +836,15 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
     for case in CASES:
         L += [f"### {case.title}", "",
               "| switch | size | max Mpps | PDR Mpps | NDR Mpps | NDR p50 us | NDR p99 us | "
-              "generator busy |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "generator busy | generator cycles/frame |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for size in SIZES:
             for s in SWITCHES:
                 f = figures(results[case.key][s], size)
                 L.append(f"| {s} | {size} | {fmt_mpps(f['max'])} | {fmt_mpps(f['pdr'])} | "
                          f"{fmt_mpps(f['ndr'])} | {fmt_us(f['ndr_p50'])} | {fmt_us(f['ndr_p99'])} "
-                         f"| {fmt_pct(f['busy'])}{' (!)' if (f['busy'] or 0) >= 0.9 else ''} |")
+                         f"| {fmt_pct(f['busy'])}{' (!)' if (f['busy'] or 0) >= 0.9 else ''} | "
+                         f"{'-' if f['gen_cycles'] is None else round(f['gen_cycles'])} |")
         L += ["", "| ratio | size | max | NDR |", "| --- | --- | ---: | ---: |"]
         for size in SIZES:
             cd = figures(results[case.key]["conduitd"], size)
@@ -871,7 +878,14 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "  client mode. With the uplink it cannot switch by MAC, so it runs",
           "  `--port-topology=loop` (each port's frames go back out of the same port) and the",
           "  generator expects them there: every port carries the same frames as in the",
-          "  switched case, with no lookup at all.",
+          "  switched case, with no lookup at all. It does not cost the generator the same,",
+          "  though: switched, almost every frame of the 16-guest cases (16 guests to one",
+          "  uplink) reaches the generator through the memif uplink, whose client copies it",
+          "  out on the generator's core, and the uplink's frames reach each guest two or so",
+          "  at a time; looped, each guest's frames come back whole bursts at a time over",
+          "  virtio-user, copied by testpmd's vhost side. With the generator the limit there",
+          "  (*(!)* below), part of testpmd's lead in those cases is the generator's, not",
+          "  the switch's: compare its cycles per frame in `docs/benchmarks.json`.",
           "- OVS-DPDK: a netdev bridge with `dpdkvhostuserclient` ports, the memif uplink as a",
           f"  `dpdk` port, the default NORMAL flow, `mac-table-size={MAC_TABLE}` (its default",
           "  of 2048 would flood most of 10,000 MACs). Its PMD thread polls on CPU 1; its other",
