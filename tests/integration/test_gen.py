@@ -127,6 +127,17 @@ def check_counts_agree(cd, result, phases_with_loss_only=True):
     return drops
 
 
+def gen_that_cannot_start(rig, port, prefix, *args, port_timeout=2):
+    """Runs a generator on one port that must never come up; checks it exits 2 (a port
+    never came up) and returns what it said."""
+    gen = Gen(rig, [port], "--mode", "max", "--port-timeout", str(port_timeout), *args,
+              prefix=prefix)
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(60) == 2, gen.output()
+    return gen.output()
+
+
 def test_fixed_rate_counts_agree_with_conduitd(rig):
     cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "20k",
                          "--duration", "1", "--macs", "16", "--flows", "4")
@@ -295,43 +306,27 @@ def test_memif_client_with_more_queues_than_the_server_is_told_why(rig):
     sock = rig.sock("memif")
     cd = switch(rig, ["g1"], f"net_memif0,role=server,socket={sock}")
     cd.start()
-    gen = Gen(rig, [f"wire=memif:socket={sock},queues=2"], "--mode", "max",
-              "--port-timeout", "2", prefix="itest-gen-queues")
-    gen.args.remove("--start-on-stdin")
-    gen.start()
-    assert gen.finish(60) == 2
-    out = gen.output()
+    out = gen_that_cannot_start(rig, f"wire=memif:socket={sock},queues=2", "itest-gen-queues")
     assert ("port wire (memif client on " + sock + " (2 receive, 2 transmit queues)) never "
             "came up: the memif server on " + sock + " did not accept us (it refuses a client "
             "with more transmit queues than it has receive queues") in out, out
     # Against a driver with fewer queues than asked for, the port says so before DPDK does.
     # (af_packet opens one queue pair unless given qpairs=.)
-    gen = Gen(rig, ["lo=af_packet:iface=lo,rxq=2"], "--mode", "max", "--topology", "loop",
-              "--port-timeout", "2", prefix="itest-gen-lo")
-    gen.args.remove("--start-on-stdin")
-    gen.start()
-    assert gen.finish(60) == 2
+    out = gen_that_cannot_start(rig, "lo=af_packet:iface=lo,rxq=2", "itest-gen-lo",
+                                "--topology", "loop")
     assert ("port lo (af_packet on interface lo): asks for 2 receive and 1 transmit queues; "
-            "its driver (net_af_packet) has at most 1 and 1") in gen.output(), gen.output()
+            "its driver (net_af_packet) has at most 1 and 1") in out, out
 
 
 def test_port_that_never_comes_up_is_named(rig):
     # A listening guest port that no switch ever connects to.
-    gen = Gen(rig, [f"lonely=virtio:path={rig.sock('lonely')}"], "--mode", "max",
-              "--port-timeout", "2", prefix="itest-gen-lonely")
-    gen.args.remove("--start-on-stdin")
-    gen.start()
-    assert gen.finish(60) == 2
-    out = gen.output()
+    out = gen_that_cannot_start(rig, f"lonely=virtio:path={rig.sock('lonely')}",
+                                "itest-gen-lonely")
     assert ("port lonely (virtio-user listening on " + rig.sock("lonely") +
             ") never came up: no switch connected") in out, out
     assert not pathlib.Path(rig.sock("lonely")).exists()
     assert not pathlib.Path("/var/run/dpdk/itest-gen-lonely").exists()
     # The wire's memif server is not there.
-    gen = Gen(rig, [f"wire=memif:socket={rig.sock('nomemif')}"], "--mode", "max",
-              "--port-timeout", "1", prefix="itest-gen-nowire")
-    gen.args.remove("--start-on-stdin")
-    gen.start()
-    assert gen.finish(60) == 2
-    assert "port wire (memif client on " in gen.output()
-    assert "no memif server listening" in gen.output()
+    out = gen_that_cannot_start(rig, f"wire=memif:socket={rig.sock('nomemif')}",
+                                "itest-gen-nowire", port_timeout=1)
+    assert "port wire (memif client on " in out and "no memif server listening" in out, out

@@ -719,7 +719,11 @@ def why(results):
           "its limit rather than the switch's (see the ceiling below). *generator cycles/frame*",
           "is what each frame received cost the generator in the maximum-load trials (median):",
           "the same traffic costs it more when a switch hands it frames a few at a time or",
-          "through a link whose copies fall on the generator's core (the memif uplink).", ""]
+          "through a link whose copies fall on the generator's core (the memif uplink), and",
+          "it moves from run to run with how the host places this machine's two vCPUs (every",
+          "frame crosses between them through shared caches): in the 16-guest cases, where",
+          "the generator is the limit, the same case run twice minutes apart can differ by a",
+          "factor of two, so there a ratio says little about the switches.", ""]
     return L
 
 

@@ -26,6 +26,29 @@ double seconds_since(Clock::time_point t) {
     return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Silences the memif PMD while a client tries to connect (it logs every failed attempt)
+// and gives it back the level it had (the user's --log-level included).
+class QuietMemifLog {
+  public:
+    QuietMemifLog() : type_(rte_log_register("pmd.net.memif")) {
+        if (type_ >= 0) {
+            level_ = rte_log_get_level(static_cast<uint32_t>(type_));
+            rte_log_set_level(static_cast<uint32_t>(type_), RTE_LOG_EMERG);
+        }
+    }
+    ~QuietMemifLog() {
+        if (type_ >= 0 && level_ >= 0) {
+            rte_log_set_level(static_cast<uint32_t>(type_), static_cast<uint32_t>(level_));
+        }
+    }
+    QuietMemifLog(const QuietMemifLog&) = delete;
+    QuietMemifLog& operator=(const QuietMemifLog&) = delete;
+
+  private:
+    int type_;
+    int level_ = -1;
+};
+
 // key=value pairs in order; a key may appear once.
 std::vector<std::pair<std::string, std::string>> split_options(const std::string& text,
                                                                const std::string& port) {
@@ -374,17 +397,17 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     // A memif client connects when started and fails while its server is not there yet:
     // keep trying until the timeout.
     const auto begin = Clock::now();
+    std::unique_ptr<QuietMemifLog> quiet;
     for (int attempt = 0;; ++attempt) {
         rc = rte_eth_dev_start(id);
-        if (attempt == 1 && s.kind == PortKind::kMemif) {
+        if (attempt == 0 && s.kind == PortKind::kMemif) {
             // The PMD logs every failed connect: once is enough.
-            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_EMERG);
+            quiet = std::make_unique<QuietMemifLog>();
         }
         if (rc == 0) {
             break;
         }
         if (seconds_since(begin) > timeout_s) {
-            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
             throw PortError("port " + s.name + " (" + s.description + ") never came up: " +
                             (s.kind == PortKind::kMemif && !s.listens
                                  ? "no memif server listening on " + s.socket +
@@ -393,7 +416,7 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
+    quiet.reset();
     started_[i] = true;
     // Frames for many MACs arrive here: receive them all.
     rte_eth_promiscuous_enable(id);
@@ -410,6 +433,9 @@ void PortSet::wait_link(std::size_t i, double timeout_s) {
     const PortSpec& s = specs_[i];
     const auto begin = Clock::now();
     auto restarted = begin;
+    // Doubles after each restart (2, 4, 8 s), so that a handshake slower than the first
+    // interval still gets the time to finish.
+    double restart_after_s = 2.0;
     for (;;) {
         rte_eth_link link{};
         if (rte_eth_link_get_nowait(ids_[i], &link) == 0 && link.link_status == RTE_ETH_LINK_UP) {
@@ -419,12 +445,13 @@ void PortSet::wait_link(std::size_t i, double timeout_s) {
         // it while the switch sets its port up: OVS-DPDK starts a port with one transmit
         // queue, refusing a client with two receive rings, then restarts it with one per
         // thread, dropping whoever connected. Start the client again now and then.
-        if (s.kind == PortKind::kMemif && !s.listens && seconds_since(restarted) > 2.0) {
-            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_EMERG);
+        if (s.kind == PortKind::kMemif && !s.listens &&
+            seconds_since(restarted) > restart_after_s) {
+            const QuietMemifLog quiet;
             rte_eth_dev_stop(ids_[i]);
             rte_eth_dev_start(ids_[i]);  // fails while nothing listens: tried again later
-            rte_log_set_level_pattern("pmd.net.memif*", RTE_LOG_WARNING);
             restarted = Clock::now();
+            restart_after_s = std::min(restart_after_s * 2, 8.0);
         }
         if (seconds_since(begin) > timeout_s) {
             std::string why;

@@ -284,6 +284,14 @@ void Runner::run_rfc2544() {
         const bool pdr_failed_above = sr.pdr.upper > 0;
         sr.ndr = search_rate("NDR", sizes, pdr_failed_above ? sr.pdr.upper : hi, pdr_failed_above,
                              sr.pdr.target, 0);
+        if (sr.ndr.target > sr.pdr.target) {
+            // The NDR search passed a rate between the PDR found and the one that failed
+            // it, which the PDR search never tried (a trial is a sample: a rate can fail
+            // once and pass later). Lossless is within the PDR's bound too, so that rate
+            // is the PDR as well: the highest rate seen within the bound.
+            sr.pdr.target = sr.ndr.target;
+            sr.pdr.best = sr.ndr.best;
+        }
         report_.sizes.push_back(sr);
     }
 }
