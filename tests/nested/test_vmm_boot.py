@@ -196,10 +196,13 @@ def scenario(request, kvm_hosts, guest_initrd):
                  "cp /tmp/cfg.console cfg.console"]
     script = "set -u\n" + BOOT_FUNCTION + "\n".join(commands) + "\n"
     host.label = f"{__name__}: {len(vms)} VMs in one run"
-    r = host.run(script, timeout=VM_LIMIT * len(vms) + 120,
-                 files={"guest.cpio.gz": guest_initrd,
-                        "vm.yaml": config_file(vms["cfg"], config_name)},
-                 env={"KERNEL": kvmrig.stock_kernel()[0]})
+    try:
+        r = host.run(script, timeout=VM_LIMIT * len(vms) + 120,
+                     files={"guest.cpio.gz": guest_initrd,
+                            "vm.yaml": config_file(vms["cfg"], config_name)},
+                     env={"KERNEL": kvmrig.stock_kernel()[0]})
+    finally:
+        host.label = ""  # the next module fixture's run must not carry this label
     for vm in vms.values():
         vm.read(r)
     print(f"\n[{host.name}] {r.seconds:.1f} s for the run:\n{r.stdout.strip()}")

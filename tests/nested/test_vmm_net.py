@@ -125,9 +125,15 @@ stop_after 60 $pid_b; wait $pid_b; log "B-EXIT $?"
 kill -TERM $cd; wait $cd; log "CONDUITD-EXIT $?"
 dump a.console b.console a.log b.log conduitd-1.log conduitd-2.log
 """
-    return host.run(script, timeout=1500,
-                    files={"net-guest.cpio.gz": guest, "conduitd.yaml": config},
-                    env={"KERNEL": kernel, "VMM": str(VMM), "CONDUITD": str(CONDUITD)})
+    # A module fixture has no test of its own to name the run after: say what it is (and
+    # give the host back unnamed), or the summary shows the previous test's label.
+    host.label = f"{__name__}: two VMs on two bridges, conduitd restarted"
+    try:
+        return host.run(script, timeout=1500,
+                        files={"net-guest.cpio.gz": guest, "conduitd.yaml": config},
+                        env={"KERNEL": kernel, "VMM": str(VMM), "CONDUITD": str(CONDUITD)})
+    finally:
+        host.label = ""
 
 
 def exited_cleanly(r, *names):
