@@ -24,6 +24,7 @@ import ctypes
 import dataclasses
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import signal
@@ -78,11 +79,20 @@ class RigError(Exception):
 OUTER_CRASH_REPEATS = 2
 
 
+# A CPU of the outer kernel that its soft-lockup watchdog reports stuck this long (the
+# kernel's own figure, "stuck for Ns!") is taken as a crash: seen once in CI, a TCG outer
+# guest spun in smp_call_function_many_cond for minutes without ever panicking, and the
+# run would otherwise sit there until its whole timeout.
+SOFT_LOCKUP_LIMIT_S = 120
+_SOFT_LOCKUP = re.compile(rb"soft lockup - CPU#\d+ stuck for (\d+)s")
+
+
 class OuterKernelCrash(RigError):
-    """The outer guest's own kernel panicked while a run was going. Under TCG's
-    emulation of SVM this happens now and then in the outer kernel's VMRUN path (a stack
-    overflow in its exception entry, seen on a CI machine) whatever the inner guest
-    does: a process in the outer guest cannot crash its kernel through /dev/kvm."""
+    """The outer guest's own kernel panicked, or locked up for SOFT_LOCKUP_LIMIT_S, while
+    a run was going. Under TCG's emulation of SVM this happens now and then in the outer
+    kernel's VMRUN path (a stack overflow in its exception entry, seen on a CI machine)
+    whatever the inner guest does: a process in the outer guest cannot crash its kernel
+    through /dev/kvm."""
 
 
 @dataclasses.dataclass
@@ -376,7 +386,16 @@ class NestedKvm(KvmHost):
         # The guest enforces TIMEOUT itself; beyond that plus the kill grace and slack
         # for an emulated machine, it has stopped answering.
         deadline = start + timeout + KILL_GRACE + 60
+        lockup_seen_to = console_from  # console bytes already searched for a lockup
         while not status.exists():
+            stuck = self._longest_soft_lockup(lockup_seen_to)
+            lockup_seen_to = stuck[1]
+            if stuck[0] >= SOFT_LOCKUP_LIMIT_S:
+                self._kill()
+                self._proc = None
+                raise OuterKernelCrash(self._story(
+                    f"the outer guest's kernel locked up (its watchdog: a CPU stuck for "
+                    f"{stuck[0]} s) while running {run_dir}"))
             if not self._alive():
                 code = self._proc.returncode
                 self._proc = None
@@ -399,6 +418,17 @@ class NestedKvm(KvmHost):
             f.seek(console_from)
             console = f.read().decode(errors="replace")
         return self._collect(run_dir, returncode, seconds, timeout, self.console_log, console)
+
+    def _longest_soft_lockup(self, offset):
+        """(the longest stall the outer kernel's soft-lockup watchdog reported in the console
+        from OFFSET on, the offset searched up to). A line still being written is left for
+        the next call."""
+        with open(self.console_log, "rb") as f:
+            f.seek(offset)
+            text = f.read()
+        complete = text[:text.rfind(b"\n") + 1]
+        seconds = [int(m.group(1)) for m in _SOFT_LOCKUP.finditer(complete)]
+        return (max(seconds, default=0), offset + len(complete))
 
     def close(self):
         """Powers the outer guest off (ACPI, through the agent), or kills it."""

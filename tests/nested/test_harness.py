@@ -182,20 +182,17 @@ exit $found
     assert after.stdout.strip() == f"alive {token}"
 
 
-def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(request,
-                                                                                 kvm_hosts):
-    """TCG's SVM emulation sometimes crashes the outer kernel (kvmrig.OuterKernelCrash);
-    the rig then repeats the run on a fresh outer guest and says so. Here the first try
-    crashes the outer kernel on purpose (a prepared file, which keeps what the first try
-    appended, tells the tries apart)."""
+def _first_try_breaks_the_outer_kernel(request, kvm_hosts, breaking_commands, crash_says):
+    """Runs a script whose first try runs BREAKING_COMMANDS in the outer guest and checks
+    that the rig counted one outer-kernel crash saying CRASH_SAYS, booted a fresh outer
+    guest and repeated the run there (a prepared file, which keeps what the first try
+    appended, tells the tries apart; a file the first try created must be gone)."""
     if "nested" not in request.config.kvm_host_names:
         pytest.skip("only the nested rig has an outer kernel, and it was not chosen")
     kvm_host = kvm_hosts.ready("nested")
     token = secrets.token_hex(8)
     crashes_before = len(kvm_host.crashes)
     boots_before = len(kvm_host.boots)
-    # A prepared file keeps what the first try appended to it; a file the first try
-    # created must be gone before the second (the run's /tmp would not survive anyway).
     kvm_host.label = request.node.nodeid
     try:
         r = kvm_host.run(f"""
@@ -203,10 +200,10 @@ echo try >>tries
 if [ "$(wc -l <tries)" = 1 ]; then
     echo partial >made-by-the-first-try
     sync
-    echo c >/proc/sysrq-trigger
+{breaking_commands}
     sleep 60
 fi
-echo "files: $(ls | tr '\n' ' ')"
+echo "files: $(ls | tr '\\n' ' ')"
 echo "tries: $(wc -l <tries)"
 echo second-try {token}
 """, timeout=180, files={"tries": ""})
@@ -215,12 +212,34 @@ echo second-try {token}
         assert "tries: 2" in r.stdout, r.describe()
         assert "made-by-the-first-try" not in r.stdout, r.describe()
         assert len(kvm_host.crashes) == crashes_before + 1, kvm_host.crashes
-        assert "kernel panicked" in kvm_host.crashes[-1]
+        assert crash_says in kvm_host.crashes[-1], kvm_host.crashes
         assert len(kvm_host.boots) == boots_before + 1
         after = kvm_host.run(f"echo alive {token}", timeout=120)
         after.assert_ok()
     finally:
         kvm_host.label = ""
+
+
+def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(request,
+                                                                                kvm_hosts):
+    """TCG's SVM emulation sometimes crashes the outer kernel (kvmrig.OuterKernelCrash);
+    the rig then repeats the run on a fresh outer guest and says so. Here the first try
+    panics the outer kernel on purpose."""
+    _first_try_breaks_the_outer_kernel(request, kvm_hosts, "    echo c >/proc/sysrq-trigger",
+                                       "kernel panicked")
+
+
+def test_an_outer_kernel_soft_lockup_is_a_crash_too(request, kvm_hosts):
+    """An outer kernel whose watchdog reports a CPU stuck for SOFT_LOCKUP_LIMIT_S or more
+    is not waited on until the run's timeout: the rig repeats the run on a fresh outer
+    guest. A real lockup cannot be made on demand, so the first try writes the watchdog's
+    line (at its level, KERN_EMERG) to the outer kernel's log, which puts it on the
+    console as the watchdog would; the rig must react to that console line alone."""
+    stuck = kvmrig.SOFT_LOCKUP_LIMIT_S + 10
+    _first_try_breaks_the_outer_kernel(
+        request, kvm_hosts,
+        f"    echo '<0>watchdog: BUG: soft lockup - CPU#1 stuck for {stuck}s! [sh:1]' "
+        ">/dev/kmsg", f"a CPU stuck for {stuck} s")
 
 
 def test_an_outer_guest_without_kvm_fails_with_the_reason(tmp_path):
@@ -253,7 +272,9 @@ if ping -c 3 -i 0.2 -W 2 "$(arg peer)" >/dev/null 2>&1; then
 else
     echo "PING-FAIL $(arg ip) -> $(arg peer)"
 fi
-poweroff -f
+# Stay up, answering the peer's pings, until the host has both verdicts and stops the VMs:
+# on a slow outer guest one VM can finish its pings long before the other starts them.
+while :; do sleep 1; done
 """
 
 
@@ -291,6 +312,10 @@ vm2=$!
 while [ ! -S /run/vm1.sock ] || [ ! -S /run/vm2.sock ]; do sleep 0.2; done
 {conduitd} --config conduitd.yaml >conduitd.log 2>&1 &
 cd=$!
+verdicts() {{ cat vm1.console vm2.console | grep -ac -E 'PING-(OK|FAIL)'; }}
+for try in $(seq 1500); do [ "$(verdicts)" = 2 ] && break; sleep 0.4; done
+echo "verdicts=$(verdicts)"
+kill -TERM $vm1 $vm2
 wait $vm1 && echo "vm1-exit=0"
 wait $vm2 && echo "vm2-exit=0"
 python3 - <<'EOF'
