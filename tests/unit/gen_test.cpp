@@ -397,6 +397,10 @@ TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     EXPECT_EQ(g.tx_queues, 1);
     EXPECT_NE(g.devargs.find(",queues=1,"), std::string::npos);
     EXPECT_NE(g.devargs.find(",queue_size=1024"), std::string::npos);
+    EXPECT_EQ(g.virtio_ring, 1024);  // its transmit ring is cleaned once 32 are used
+    EXPECT_EQ(parse_port_spec("g1=virtio:path=/tmp/g.sock", 0, 0x2).virtio_ring, 256);
+    EXPECT_THROW(parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=big", 0, 0x2),
+                 std::invalid_argument);
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
                  std::invalid_argument);
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=9", 0, 0x1),

@@ -41,6 +41,8 @@ struct PortSpec {
     // receive queues and keeps one transmit queue.
     uint16_t rx_queues = 1;
     uint16_t tx_queues = 1;
+    // virtio: the ring's size (virtio-user's queue_size=, 256 unless given).
+    uint16_t virtio_ring = 256;
     Mac mac = 0;
 };
 
