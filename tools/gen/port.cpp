@@ -1,5 +1,6 @@
 #include "tools/gen/port.h"
 
+#include <rte_alarm.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
@@ -11,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -118,6 +120,39 @@ std::string probe_hint(const PortSpec& s) {
         default:
             return "see DPDK's message above";
     }
+}
+
+// The memif PMD handles its control channel (the server's replies, a refusal, a
+// disconnect) on DPDK's interrupt thread, without a lock of its own: a memif port's
+// start, stop or close from the main thread raced that handler (a SIGSEGV in the PMD,
+// seen when a refused client was stopped just as the server's disconnect came in). An EAL
+// alarm's callback runs on that same thread, so those calls are made there, one at a
+// time with the handler, and waited for. Other ports' calls stay on the calling thread.
+int on_control_thread(PortKind kind, const std::function<int()>& call) {
+    if (kind != PortKind::kMemif) {
+        return call();
+    }
+    struct Pending {
+        const std::function<int()>* call;
+        int rc = 0;
+        std::atomic<bool> done{false};
+    } pending{&call};
+    const int set = rte_eal_alarm_set(
+        1,
+        [](void* arg) {
+            auto* p = static_cast<Pending*>(arg);
+            p->rc = (*p->call)();
+            p->done.store(true, std::memory_order_release);
+        },
+        &pending);
+    if (set != 0) {
+        return call();  // no alarm to be had: as before, from here
+    }
+    // `pending` lives on this stack: the callback must have run before it goes.
+    while (!pending.done.load(std::memory_order_acquire)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return pending.rc;
 }
 
 }  // namespace
@@ -261,7 +296,7 @@ PortSet::~PortSet() {
     // In reverse: a virtio-user port goes before the vhost-user port it is connected to.
     for (std::size_t i = specs_.size(); i-- > 0;) {
         if (started_[i]) {
-            rte_eth_dev_stop(ids_[i]);
+            on_control_thread(specs_[i].kind, [&] { return rte_eth_dev_stop(ids_[i]); });
             if (specs_[i].kind == PortKind::kMemif) {
                 // The peer's disconnect runs on DPDK's interrupt thread; when the peer is
                 // in this process too, let it finish before its port is stopped or closed.
@@ -271,7 +306,7 @@ PortSet::~PortSet() {
     }
     for (std::size_t i = specs_.size(); i-- > 0;) {
         if (probed_[i]) {
-            rte_eth_dev_close(ids_[i]);
+            on_control_thread(specs_[i].kind, [&] { return rte_eth_dev_close(ids_[i]); });
         }
     }
     remove_sockets();
@@ -416,7 +451,7 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     const auto begin = Clock::now();
     std::unique_ptr<QuietMemifLog> quiet;
     for (int attempt = 0;; ++attempt) {
-        rc = rte_eth_dev_start(id);
+        rc = on_control_thread(s.kind, [&] { return rte_eth_dev_start(id); });
         if (attempt == 0 && s.kind == PortKind::kMemif) {
             // The PMD logs every failed connect: once is enough.
             quiet = std::make_unique<QuietMemifLog>();
@@ -465,8 +500,10 @@ void PortSet::wait_link(std::size_t i, double timeout_s) {
         if (s.kind == PortKind::kMemif && !s.listens &&
             seconds_since(restarted) > restart_after_s) {
             const QuietMemifLog quiet;
-            rte_eth_dev_stop(ids_[i]);
-            rte_eth_dev_start(ids_[i]);  // fails while nothing listens: tried again later
+            on_control_thread(s.kind, [&] {
+                rte_eth_dev_stop(ids_[i]);
+                return rte_eth_dev_start(ids_[i]);  // fails while nothing listens: tried again
+            });
             restarted = Clock::now();
             restart_after_s = std::min(restart_after_s * 2, 8.0);
         }
