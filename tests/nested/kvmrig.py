@@ -85,6 +85,20 @@ OUTER_CRASH_REPEATS = 2
 # run would otherwise sit there until its whole timeout.
 SOFT_LOCKUP_LIMIT_S = 120
 _SOFT_LOCKUP = re.compile(rb"soft lockup - CPU#\d+ stuck for (\d+)s")
+# A CPU spinning with interrupts off never lets that watchdog run; RCU's stall detector
+# reports it instead, with how long the grace period has waited in jiffies (seen in CI: a
+# CPU spinning in hrtimer_interrupt, "t=84039 jiffies" after 336 s). Same limit.
+_RCU_STALL = re.compile(rb"rcu_\w+ detected stalls.*?\(detected by \d+, t=(\d+) jiffies", re.S)
+
+
+def _outer_hz(version):
+    """The outer kernel's timer frequency, from its config in /boot; 1000 (the highest,
+    so a stall is never taken for longer than it is) when that cannot be read."""
+    try:
+        text = pathlib.Path(f"/boot/config-{version}").read_text()
+        return int(re.search(r"^CONFIG_HZ=(\d+)$", text, re.M).group(1))
+    except (OSError, AttributeError):
+        return 1000
 
 
 class OuterKernelCrash(RigError):
@@ -258,6 +272,7 @@ class NestedKvm(KvmHost):
         self._proc = None
         self._boot_error = None
         self._boot_count = 0
+        self._outer_hz = None    # the outer kernel's CONFIG_HZ, read when first needed
         self.crashes = []        # outer kernel crashes, each followed by another try
         for d in ("queue", "state"):
             (self.workdir / d).mkdir(exist_ok=True)
@@ -388,7 +403,7 @@ class NestedKvm(KvmHost):
         deadline = start + timeout + KILL_GRACE + 60
         lockup_seen_to = console_from  # console bytes already searched for a lockup
         while not status.exists():
-            stuck = self._longest_soft_lockup(lockup_seen_to)
+            stuck = self._longest_stall(lockup_seen_to)
             lockup_seen_to = stuck[1]
             if stuck[0] >= SOFT_LOCKUP_LIMIT_S:
                 self._kill()
@@ -419,15 +434,24 @@ class NestedKvm(KvmHost):
             console = f.read().decode(errors="replace")
         return self._collect(run_dir, returncode, seconds, timeout, self.console_log, console)
 
-    def _longest_soft_lockup(self, offset):
-        """(the longest stall the outer kernel's soft-lockup watchdog reported in the console
-        from OFFSET on, the offset searched up to). A line still being written is left for
-        the next call."""
+    def _longest_stall(self, offset):
+        """(the longest stall, in seconds, the outer kernel's soft-lockup watchdog or RCU
+        stall detector reported in the console from OFFSET on, the offset searched up to).
+        Lines still being written are left for the next call."""
         with open(self.console_log, "rb") as f:
             f.seek(offset)
             text = f.read()
         complete = text[:text.rfind(b"\n") + 1]
         seconds = [int(m.group(1)) for m in _SOFT_LOCKUP.finditer(complete)]
+        if self._outer_hz is None:
+            self._outer_hz = _outer_hz(stock_kernel()[1])
+        seconds += [int(m.group(1)) // self._outer_hz for m in _RCU_STALL.finditer(complete)]
+        # An RCU report's first line without its "detected by" line yet: searched again.
+        cut = complete.rfind(b"detected stalls")
+        if cut != -1:
+            line_start = complete.rfind(b"\n", 0, cut) + 1
+            if not _RCU_STALL.search(complete, line_start):
+                complete = complete[:line_start]
         return (max(seconds, default=0), offset + len(complete))
 
     def close(self):

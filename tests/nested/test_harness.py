@@ -229,17 +229,24 @@ def test_an_outer_kernel_crash_reboots_the_outer_guest_and_repeats_the_run_once(
                                        "kernel panicked")
 
 
-def test_an_outer_kernel_soft_lockup_is_a_crash_too(request, kvm_hosts):
-    """An outer kernel whose watchdog reports a CPU stuck for SOFT_LOCKUP_LIMIT_S or more
-    is not waited on until the run's timeout: the rig repeats the run on a fresh outer
-    guest. A real lockup cannot be made on demand, so the first try writes the watchdog's
-    line (at its level, KERN_EMERG) to the outer kernel's log, which puts it on the
-    console as the watchdog would; the rig must react to that console line alone."""
+@pytest.mark.parametrize("detector", ["watchdog", "rcu"])
+def test_an_outer_kernel_soft_lockup_is_a_crash_too(request, kvm_hosts, detector):
+    """An outer kernel whose soft-lockup watchdog, or RCU stall detector, reports a CPU
+    stuck for SOFT_LOCKUP_LIMIT_S or more is not waited on until the run's timeout: the
+    rig repeats the run on a fresh outer guest. A real lockup cannot be made on demand, so
+    the first try writes the detector's lines (at KERN_EMERG) to the outer kernel's log,
+    which puts them on the console as the detector would; the rig must react to those
+    console lines alone."""
     stuck = kvmrig.SOFT_LOCKUP_LIMIT_S + 10
-    _first_try_breaks_the_outer_kernel(
-        request, kvm_hosts,
-        f"    echo '<0>watchdog: BUG: soft lockup - CPU#1 stuck for {stuck}s! [sh:1]' "
-        ">/dev/kmsg", f"a CPU stuck for {stuck} s")
+    if detector == "watchdog":
+        lines = [f"watchdog: BUG: soft lockup - CPU#1 stuck for {stuck}s! [sh:1]"]
+    else:
+        jiffies = stuck * kvmrig._outer_hz(kvmrig.stock_kernel()[1])
+        lines = ["rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+                 f"\t(detected by 1, t={jiffies} jiffies, g=1, q=1 ncpus=2)"]
+    writes = "\n".join(f"    printf '<0>{line}\\n' >/dev/kmsg" for line in lines)
+    _first_try_breaks_the_outer_kernel(request, kvm_hosts, writes,
+                                       f"a CPU stuck for {stuck} s")
 
 
 def test_an_outer_guest_without_kvm_fails_with_the_reason(tmp_path):
