@@ -134,8 +134,8 @@ Modes (--mode):
            address learning rate (--learning-rate-max R, --learning-rate-macs N) with
            --learning-ports L,T,M (default the first three) and --aging S (the switch's
            MAC aging time, waited out between iterations; required)
-  ceiling  the generator's own limit: two loopback rings and a memif pair inside this
-           process, no switch (--port not used)
+  ceiling  the generator's own limit, no switch (--port not used): a loopback ring, a
+           memif pair and a virtio-user NIC on a vhost-user port, all in this process
 
 Common: --duration S (default 5), --warmup S, --trials N, --rx-pause PORT:AT:FOR (stop
   receiving on PORT for FOR seconds, AT seconds into each trial: a guest not draining),

@@ -1,17 +1,20 @@
 #include "tools/gen/port.h"
 
-#include <rte_alarm.h>
 #include <rte_bus_vdev.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
+#include <rte_interrupts.h>
 #include <rte_log.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -122,40 +125,102 @@ std::string probe_hint(const PortSpec& s) {
     }
 }
 
+}  // namespace
+
 // The memif PMD handles its control channel (the server's replies, a refusal, a
 // disconnect) on DPDK's interrupt thread, without a lock of its own: a memif port's
 // start, stop or close from the main thread raced that handler (a SIGSEGV in the PMD,
-// seen when a refused client was stopped just as the server's disconnect came in). An EAL
-// alarm's callback runs on that same thread, so those calls are made there, one at a
-// time with the handler, and waited for. Other ports' calls stay on the calling thread.
-int on_control_thread(PortKind kind, const std::function<int()>& call) {
+// seen when a refused client was stopped just as the server's disconnect came in). So
+// those calls are made on that same thread, one at a time with the handler, and waited
+// for: an eventfd of our own is registered with the interrupt thread, and writing to it
+// runs the call there. (Not through an EAL alarm: DPDK 22.11's rte_eal_cleanup() frees
+// the alarm's interrupt handle while it is still registered, and once an alarm has been
+// set the interrupt thread read the freed handle at exit, a SIGSEGV after the results.)
+// This one is unregistered, synchronously, before the EAL goes.
+class InterruptThreadCaller {
+  public:
+    InterruptThreadCaller() {
+        const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (fd < 0) {
+            throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
+        }
+        fd_ = fd;
+        handle_ = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_PRIVATE);
+        if (handle_ == nullptr || rte_intr_type_set(handle_, RTE_INTR_HANDLE_EXT) != 0 ||
+            rte_intr_fd_set(handle_, fd_) != 0 ||
+            rte_intr_callback_register(handle_, &InterruptThreadCaller::on_event, this) != 0) {
+            release();
+            throw std::runtime_error("cannot register with DPDK's interrupt thread");
+        }
+        registered_ = true;
+    }
+    ~InterruptThreadCaller() { release(); }
+    InterruptThreadCaller(const InterruptThreadCaller&) = delete;
+    InterruptThreadCaller& operator=(const InterruptThreadCaller&) = delete;
+
+    // Runs `call` on the interrupt thread and returns its result. One at a time: only the
+    // main thread calls this.
+    int run(const std::function<int()>& call) {
+        call_ = &call;
+        done_.store(false, std::memory_order_relaxed);
+        const uint64_t one = 1;
+        if (write(fd_, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
+            call_ = nullptr;
+            return call();  // cannot wake it: from here, as any other port's call
+        }
+        // `call` lives on the caller's stack: it must have run before this returns.
+        while (!done_.load(std::memory_order_acquire)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        call_ = nullptr;
+        return rc_;
+    }
+
+  private:
+    static void on_event(void* arg) {
+        auto* self = static_cast<InterruptThreadCaller*>(arg);
+        uint64_t count;
+        if (read(self->fd_, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
+            return;  // nothing written: a spurious wake-up
+        }
+        if (self->call_ != nullptr) {
+            self->rc_ = (*self->call_)();
+            self->done_.store(true, std::memory_order_release);
+        }
+    }
+    void release() {
+        if (registered_) {
+            // Waits for a callback under way; from any thread but the interrupt thread.
+            rte_intr_callback_unregister_sync(handle_, &InterruptThreadCaller::on_event, this);
+            registered_ = false;
+        }
+        if (handle_ != nullptr) {
+            rte_intr_instance_free(handle_);
+            handle_ = nullptr;
+        }
+        if (fd_ >= 0) {
+            close(fd_);
+            fd_ = -1;
+        }
+    }
+
+    int fd_ = -1;
+    rte_intr_handle* handle_ = nullptr;
+    bool registered_ = false;
+    const std::function<int()>* call_ = nullptr;
+    int rc_ = 0;
+    std::atomic<bool> done_{false};
+};
+
+int PortSet::on_control_thread(PortKind kind, const std::function<int()>& call) {
     if (kind != PortKind::kMemif) {
         return call();
     }
-    struct Pending {
-        const std::function<int()>* call;
-        int rc = 0;
-        std::atomic<bool> done{false};
-    } pending{&call};
-    const int set = rte_eal_alarm_set(
-        1,
-        [](void* arg) {
-            auto* p = static_cast<Pending*>(arg);
-            p->rc = (*p->call)();
-            p->done.store(true, std::memory_order_release);
-        },
-        &pending);
-    if (set != 0) {
-        return call();  // no alarm to be had: as before, from here
+    if (!interrupt_thread_) {
+        interrupt_thread_ = std::make_unique<InterruptThreadCaller>();
     }
-    // `pending` lives on this stack: the callback must have run before it goes.
-    while (!pending.done.load(std::memory_order_acquire)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return pending.rc;
+    return interrupt_thread_->run(call);
 }
-
-}  // namespace
 
 PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
     const std::size_t eq = text.find('=');

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -66,6 +68,8 @@ class StuckProbe : public PortError {
     using PortError::PortError;
 };
 
+class InterruptThreadCaller;
+
 class PortSet {
   public:
     explicit PortSet(std::vector<PortSpec> specs);
@@ -91,11 +95,15 @@ class PortSet {
     void probe(const std::vector<std::size_t>& order, double timeout_s);
     void start_port(std::size_t i, rte_mempool* pool, double timeout_s);
     void wait_link(std::size_t i, double timeout_s);
+    // A memif port's start, stop and close run on DPDK's interrupt thread (port.cpp says
+    // why); other ports' on the calling thread.
+    int on_control_thread(PortKind kind, const std::function<int()>& call);
 
     std::vector<PortSpec> specs_;
     std::vector<uint16_t> ids_;
     std::vector<bool> probed_;
     std::vector<bool> started_;
+    std::unique_ptr<InterruptThreadCaller> interrupt_thread_;  // made on first use
 };
 
 }  // namespace conduit::gen
