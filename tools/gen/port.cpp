@@ -161,18 +161,18 @@ class InterruptThreadCaller {
     // Runs `call` on the interrupt thread and returns its result. One at a time: only the
     // main thread calls this.
     int run(const std::function<int()>& call) {
-        call_ = &call;
         done_.store(false, std::memory_order_relaxed);
+        call_.store(&call, std::memory_order_release);
         const uint64_t one = 1;
         if (write(fd_, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
-            call_ = nullptr;
+            call_.store(nullptr, std::memory_order_relaxed);
             return call();  // cannot wake it: from here, as any other port's call
         }
         // `call` lives on the caller's stack: it must have run before this returns.
         while (!done_.load(std::memory_order_acquire)) {
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
-        call_ = nullptr;
+        call_.store(nullptr, std::memory_order_relaxed);
         return rc_;
     }
 
@@ -183,8 +183,8 @@ class InterruptThreadCaller {
         if (read(self->fd_, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
             return;  // nothing written: a spurious wake-up
         }
-        if (self->call_ != nullptr) {
-            self->rc_ = (*self->call_)();
+        if (const auto* call = self->call_.load(std::memory_order_acquire); call != nullptr) {
+            self->rc_ = (*call)();
             self->done_.store(true, std::memory_order_release);
         }
     }
@@ -207,7 +207,7 @@ class InterruptThreadCaller {
     int fd_ = -1;
     rte_intr_handle* handle_ = nullptr;
     bool registered_ = false;
-    const std::function<int()>* call_ = nullptr;
+    std::atomic<const std::function<int()>*> call_{nullptr};
     int rc_ = 0;
     std::atomic<bool> done_{false};
 };
