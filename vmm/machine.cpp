@@ -128,9 +128,7 @@ Machine::Machine(const VmConfig& config) : config_(config), boot_(prepare_boot(c
 Machine::~Machine() {
     if (!threads_.empty()) {
         run_state_.request_stop(StopReason::kError, "VMM shutting down");
-        for (auto& t : threads_) {
-            t.join();
-        }
+        join_vcpus();
     }
     if (console_) {
         console_->stop_input();
@@ -140,14 +138,36 @@ Machine::~Machine() {
 void Machine::kick_vcpus() {
     std::lock_guard lock(threads_mutex_);
     for (size_t i = 0; i < vcpus_.size(); ++i) {
+        // Set first: a thread between its running() check and KVM_RUN, which the signal
+        // would reach too early, returns from KVM_RUN at once instead.
         vcpus_[i]->request_exit();
-        if (i < threads_.size()) {
+        if (i < vcpu_in_loop_.size() && vcpu_in_loop_[i] != 0) {
+            // Still inside vcpu_loop, so not joined: its handle is valid.
             pthread_kill(threads_[i].native_handle(), kKickSignal);
         }
     }
 }
 
+// Once the run has stopped. The kick is made again here, from this thread: the one
+// made by whoever stopped the run may have come before a thread was started.
+void Machine::join_vcpus() {
+    kick_vcpus();
+    for (auto& t : threads_) {
+        t.join();
+    }
+    std::lock_guard lock(threads_mutex_);
+    threads_.clear();
+}
+
 void Machine::vcpu_loop(kvm::Vcpu& vcpu) {
+    struct LeaveLoop {
+        Machine& m;
+        unsigned index;
+        ~LeaveLoop() {
+            std::lock_guard lock(m.threads_mutex_);
+            m.vcpu_in_loop_[index] = 0;
+        }
+    } leave{*this, vcpu.index()};
     try {
         while (run_state_.running()) {
             if (!vcpu.run()) {
@@ -174,8 +194,14 @@ int Machine::run(const sigset_t& stop_signals) {
         run_state_.request_stop(StopReason::kSignal, "Ctrl-A x on the console");
     });
     devices_->start();
+    {
+        std::lock_guard lock(threads_mutex_);
+        vcpu_in_loop_.assign(vcpus_.size(), 0);
+    }
     for (auto& vcpu : vcpus_) {
         std::lock_guard lock(threads_mutex_);
+        // Set before the thread starts: it clears the flag under this mutex as it leaves.
+        vcpu_in_loop_[vcpu->index()] = 1;
         threads_.emplace_back([this, v = vcpu.get()] { vcpu_loop(*v); });
     }
     // The stop signals stay blocked everywhere; this thread collects them.
@@ -186,14 +212,11 @@ int Machine::run(const sigset_t& stop_signals) {
             run_state_.request_stop(StopReason::kSignal, std::string("received ") + strsignal(sig));
         }
     }
-    std::vector<std::thread> threads;
-    {
-        std::lock_guard lock(threads_mutex_);
-        threads.swap(threads_);
-    }
-    for (auto& t : threads) {
-        t.join();
-    }
+    // Not swapped out of threads_ before the join (as this once did): a kick from the vCPU
+    // that stopped the run, made after the swap, found no thread to signal, and a vCPU
+    // halted in the guest (Linux stops the other CPUs before powering off) stayed in
+    // KVM_RUN for good: the VMM hung after the guest's power-off.
+    join_vcpus();
     console_->stop_input();
     for (const auto& vcpu : vcpus_) {
         const kvm_regs r = vcpu->regs();

@@ -52,6 +52,7 @@ class Machine {
   private:
     void vcpu_loop(kvm::Vcpu& vcpu);
     void kick_vcpus();
+    void join_vcpus();
 
     VmConfig config_;
     BootInputs boot_;
@@ -63,8 +64,14 @@ class Machine {
     std::unique_ptr<DeviceManager> devices_;
     std::unique_ptr<kvm::ExitDispatcher> dispatcher_;
     std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
-    std::mutex threads_mutex_;  // the kick may come from a vCPU while others still start
+    // The kick may come from a vCPU thread (the one that powered the guest off) at any
+    // time: while others still start, or while the main thread joins them. So a thread's
+    // handle is signalled only while vcpu_in_loop_ says it has not left vcpu_loop (it
+    // clears its flag under the mutex as its last step, so it cannot have been joined
+    // while a kick holds the mutex and sees the flag set).
+    std::mutex threads_mutex_;
     std::vector<std::thread> threads_;
+    std::vector<char> vcpu_in_loop_;  // per vCPU index; char, not vector<bool>: no packing
 };
 
 }  // namespace conduit::vmm
