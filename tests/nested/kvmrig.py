@@ -417,8 +417,13 @@ class NestedKvm(KvmHost):
                 with open(self.console_log, "rb") as f:
                     f.seek(console_from)
                     panicked = b"Kernel panic - not syncing" in f.read()
-                error = OuterKernelCrash if panicked else RigError
-                what = "the outer guest's kernel panicked" if panicked else "the outer guest ended"
+                # QEMU runs it with -no-reboot: a reset of the outer machine (a triple fault
+                # in TCG's emulation, which leaves no kernel message) ends QEMU with status 0.
+                # No run shuts the outer guest down, so that is a crash as a panic is.
+                reset = code == 0
+                error = OuterKernelCrash if panicked or reset else RigError
+                what = ("the outer guest's kernel panicked" if panicked else
+                        "the outer guest reset itself" if reset else "the outer guest ended")
                 raise error(self._story(f"{what} (QEMU exit {code}) while running {run_dir}"))
             if time.monotonic() > deadline:
                 self._kill()
