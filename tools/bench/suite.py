@@ -590,9 +590,11 @@ def generator_costs(work, args):
 def figures(result, size):
     s = next((x for x in (result or {}).get("sizes", []) if x["size"] == size), None)
     if s is None:  # the run failed (see its "error")
-        return dict.fromkeys(("max", "pdr", "ndr", "ndr_p99", "ndr_p50", "busy", "gen_cycles"))
+        return dict.fromkeys(("max", "pdr", "ndr", "ndr_failed", "ndr_p99", "ndr_p50", "busy",
+                              "gen_cycles"))
     ndr = s["ndr"]
     return {"max": s["throughput_pps"], "pdr": s["pdr"]["rate_pps"], "ndr": ndr["rate_pps"],
+            "ndr_failed": ndr.get("upper_pps") or None,  # the NDR search's lowest failing rate
             "ndr_p99": ndr.get("latency", {}).get("p99_us"),
             "ndr_p50": ndr.get("latency", {}).get("p50_us"),
             "busy": statistics.median([result["trials"][i]["generator_busy"]
@@ -831,14 +833,10 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
             return "-" if r is None else ("yes" if r >= want else "NO")
         L.append(f"| {name} | {fmt_ratio(rmax)} | {fmt_ratio(rndr)} | >= {want} | "
                  f"{met(rmax)} at the maximum load, {met(rndr)} at the NDR |")
-    def bracket(result):
-        s = next((x for x in (result or {}).get("sizes", []) if x["size"] == "64"), None)
-        if s is None:
-            return "-"
-        ndr = s["ndr"]
-        up = ndr.get("upper_pps") or 0
-        return (f"passed at {fmt_mpps(ndr['rate_pps'])}"
-                + (f", failed at {fmt_mpps(up)}" if up else ", nothing above it tried"))
+    def bracket(f):
+        return (f"passed at {fmt_mpps(f['ndr'])}"
+                + (f", failed at {fmt_mpps(f['ndr_failed'])}" if f["ndr_failed"]
+                   else ", nothing above it tried"))
     L += ["", "The NDR ratios move from run to run more than the maximum-load ones: an NDR is "
           f"the highest rate at which one of {args.tries} tries of {args.search_duration:g} s "
           f"lost nothing, found in {args.steps} steps of a binary search, and on this virtual "
@@ -846,7 +844,7 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           f"a guest's ring lasts at that rate ({GUEST_RING} descriptors last "
           f"{GUEST_RING / 2.8e6 * 1e3:.2f} ms at 2.8 Mpps per guest). Where each switch's "
           "64-byte NDR search for 2 guests ended (Mpps): "
-          + "; ".join(f"{s} {bracket(c2[s])}" for s in SWITCHES) + "."]
+          + "; ".join(f"{s} {bracket(figures(c2[s], '64'))}" for s in SWITCHES) + "."]
     failed = [(c.title, s, results[c.key][s]["error"]) for c in CASES for s in SWITCHES
               if "error" in results[c.key][s]]
     if failed:

@@ -21,6 +21,8 @@
 #include <mutex>
 #include <thread>
 
+#include "vmm/util/unique_fd.h"  // a header of its own: no link to the VMM
+
 namespace conduit::gen {
 
 namespace {
@@ -140,14 +142,13 @@ std::string probe_hint(const PortSpec& s) {
 class InterruptThreadCaller {
   public:
     InterruptThreadCaller() {
-        const int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (fd < 0) {
+        fd_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+        if (!fd_) {
             throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
         }
-        fd_ = fd;
         handle_ = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_PRIVATE);
         if (handle_ == nullptr || rte_intr_type_set(handle_, RTE_INTR_HANDLE_EXT) != 0 ||
-            rte_intr_fd_set(handle_, fd_) != 0 ||
+            rte_intr_fd_set(handle_, fd_.get()) != 0 ||
             rte_intr_callback_register(handle_, &InterruptThreadCaller::on_event, this) != 0) {
             release();
             throw std::runtime_error("cannot register with DPDK's interrupt thread");
@@ -164,7 +165,7 @@ class InterruptThreadCaller {
         done_.store(false, std::memory_order_relaxed);
         call_.store(&call, std::memory_order_release);
         const uint64_t one = 1;
-        if (write(fd_, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
+        if (write(fd_.get(), &one, sizeof one) != static_cast<ssize_t>(sizeof one)) {
             call_.store(nullptr, std::memory_order_relaxed);
             return call();  // cannot wake it: from here, as any other port's call
         }
@@ -180,7 +181,7 @@ class InterruptThreadCaller {
     static void on_event(void* arg) {
         auto* self = static_cast<InterruptThreadCaller*>(arg);
         uint64_t count;
-        if (read(self->fd_, &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
+        if (read(self->fd_.get(), &count, sizeof count) != static_cast<ssize_t>(sizeof count)) {
             return;  // nothing written: a spurious wake-up
         }
         if (const auto* call = self->call_.load(std::memory_order_acquire); call != nullptr) {
@@ -188,6 +189,7 @@ class InterruptThreadCaller {
             self->done_.store(true, std::memory_order_release);
         }
     }
+    // The fd itself is closed by its owner, after this.
     void release() {
         if (registered_) {
             // Waits for a callback under way; from any thread but the interrupt thread.
@@ -198,13 +200,9 @@ class InterruptThreadCaller {
             rte_intr_instance_free(handle_);
             handle_ = nullptr;
         }
-        if (fd_ >= 0) {
-            close(fd_);
-            fd_ = -1;
-        }
     }
 
-    int fd_ = -1;
+    vmm::UniqueFd fd_;
     rte_intr_handle* handle_ = nullptr;
     bool registered_ = false;
     std::atomic<const std::function<int()>*> call_{nullptr};
