@@ -8,6 +8,7 @@ default client mode). The generator waits on stdin once its ports are up (--star
 stdin), so each test reads conduitd at rest before any frame is sent. Nothing here
 asserts a rate: a busy machine changes rates, never the accounting."""
 import json
+import os
 import pathlib
 import subprocess
 
@@ -355,3 +356,58 @@ def test_ceiling_measures_every_link_and_exits_cleanly(rig):
         assert t["received"] > 0 and t["lost"] == 0 and t["duplicates"] == 0, t
         assert t["reordered"] == 0 and t["foreign"] == 0 and t["stale"] == 0, t
     assert not pathlib.Path("/var/run/dpdk/itest-gen-ceiling").exists()
+
+
+def test_every_generator_thread_stays_on_its_own_cpu(rig):
+    """conduit-gen's threads never run on another CPU than the ones it was given. DPDK
+    puts its control threads (interrupts, telemetry, multi-process, vhost-user messages)
+    on the CPUs no lcore uses, which on a 2-CPU machine was the switch's: each of their
+    wake-ups held the switch up. The ceiling mode starts all of them (it has a vhost-user
+    port); every thread's allowed CPUs are read while it runs."""
+    gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "1", "--cpu", "0",
+              prefix="itest-gen-cpus")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    tasks = pathlib.Path(f"/proc/{gen.proc.pid}/task")
+
+    def threads():
+        out = {}
+        try:
+            if (tasks.parent / "comm").read_text().strip() != "conduit-gen":
+                return out  # not executed yet: still the test's fork
+        except OSError:
+            return out
+        for t in tasks.iterdir():
+            try:
+                name = (t / "comm").read_text().strip()
+                allowed = next(line.split(":", 1)[1].strip()
+                               for line in (t / "status").read_text().splitlines()
+                               if line.startswith("Cpus_allowed_list:"))
+            except (OSError, StopIteration):
+                continue  # ended meanwhile
+            out[name] = allowed
+        return out
+    seen = {}
+
+    def all_started():
+        if gen.proc.poll() is not None:
+            raise AssertionError(f"conduit-gen exited {gen.proc.returncode}:\n{gen.output()}")
+        seen.update(threads())
+        return {"eal-intr-thread", "telemetry-v2", "vhost-events"} <= set(seen)
+    wait_for(all_started, timeout=60, what="conduit-gen's control threads")
+    rc = gen.finish(120)
+    assert rc == 0, f"exit status {rc}:\n{gen.output()}"
+    assert all(cpus == "0" for cpus in seen.values()), seen
+
+
+def test_a_cpu_the_generator_may_not_use_is_refused_by_name(rig):
+    """A CPU that does not exist (or is not this process's to use) is a setup error that
+    names it, not a generator running wherever the kernel puts it."""
+    cpus = len(os.sched_getaffinity(0))
+    gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "0.2",
+              "--cpu", str(1023), prefix="itest-gen-nocpu")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    rc = gen.finish(60)
+    assert rc == 1, f"exit status {rc} with {cpus} CPUs:\n{gen.output()}"
+    assert "cannot run on CPU 1023" in gen.output(), gen.output()

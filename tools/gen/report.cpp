@@ -79,6 +79,8 @@ json phase_json(const PhaseResult& r, const Report& report) {
             {"backpressure", r.backpressure},
             {"generator_skipped", r.generator_skipped},
             {"generator_limited", r.generator_limited},
+            {"generator_stalls", r.generator_stalls},
+            {"generator_longest_stall_us", r.generator_longest_stall_us},
             {"generator_busy", r.generator_busy},
             {"cycles_per_frame", r.cycles_per_frame},
             {"latency", latency_json(r.latency)},

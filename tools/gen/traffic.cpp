@@ -24,6 +24,9 @@ constexpr uint16_t kBurst = 32;
 // generator sends, so that a call that gets fewer says the ring is empty without a
 // second, empty call.
 constexpr uint16_t kRxBurst = 2 * kBurst;
+// A gap this long between two of the loop's TSC readings is a stall (see loop()): a
+// call moves at most a burst of 64 frames, some microseconds (tens with jumbo frames).
+constexpr double kStallUs = 250;
 }  // namespace
 
 struct Engine::StreamState {
@@ -550,8 +553,17 @@ void Engine::loop() {
     // empty poll or a refused retry does not, as testpmd's --record-core-cycles counts a
     // forwarding call that received packets and leaves out empty polls.
     uint64_t now = start;
+    stalls_ = 0;
+    longest_stall_ = 0;
+    const uint64_t stall = ticks(kStallUs * 1e-6);
     auto account = [&](bool worked) {
         const uint64_t t = rte_rdtsc();
+        // No call takes this long with the CPU (a burst is some microseconds): the
+        // lcore was held up, and frames due meanwhile are sent late or skipped.
+        if (t - now > stall) [[unlikely]] {
+            ++stalls_;
+            longest_stall_ = std::max(longest_stall_, t - now);
+        }
         if (worked) {
             work_cycles_ += t - now;
         }
@@ -709,6 +721,9 @@ PhaseResult Engine::collect() const {
         r.rx_bits_per_s = static_cast<double>(rx_bytes_at_end_ - rx_bytes_at_warm_) * 8 / window;
     }
     r.generator_skipped = skipped_;
+    r.generator_stalls = stalls_;
+    r.generator_longest_stall_us =
+        static_cast<double>(longest_stall_) * 1e6 / static_cast<double>(hz_);
     r.generator_busy = loop_cycles_ > 0
                            ? static_cast<double>(work_cycles_) / static_cast<double>(loop_cycles_)
                            : 0;

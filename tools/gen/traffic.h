@@ -105,6 +105,10 @@ struct PhaseResult {
     double backpressure = 0;
     uint64_t generator_skipped = 0;  // frames a late generator did not send in time
     bool generator_limited = false;
+    // Times the generator's lcore was held up (over 250 us between two TSC
+    // readings of its loop: its CPU taken by the kernel or the host), with the longest.
+    uint64_t generator_stalls = 0;
+    double generator_longest_stall_us = 0;
     // The generator's own load: the share of its time spent building, sending, receiving
     // and accounting frames, and the TSC cycles that cost per frame received (what
     // testpmd's --record-core-cycles calls cycles/packet).
@@ -181,6 +185,8 @@ class Engine {
     uint64_t rx_at_end_ = 0;
     uint64_t rx_bytes_at_end_ = 0;
     uint64_t skipped_ = 0;
+    uint64_t stalls_ = 0;
+    uint64_t longest_stall_ = 0;  // TSC cycles
     // Cycles of the receive and transmit calls that received, built or sent frames, each
     // from the TSC reading after the previous call (see loop(): empty polls and refused
     // retries left out, as testpmd's --record-core-cycles leaves out empty polls), and
