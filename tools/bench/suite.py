@@ -8,7 +8,9 @@ generator, traffic between every guest and the uplink), each with 1 flow and wit
 10,000 MACs; frame sizes 64, 1518 and IMIX. For every switch, case and size,
 conduit-gen (RFC 2544 mode) measures the forwarding rate at the maximum offered load,
 then searches the PDR (loss <= 0.5%) and the NDR (no loss) and reports latency at the
-NDR. The switch under test polls on CPU 1, one core; the generator on CPU 0.
+NDR. The switch under test polls on CPU 1, one core, alone: the generator, this script,
+every other thread of the switch and the kernel's movable threads and interrupts are on
+CPU 0 for the run (quiet_cpu.py).
 
 The generator's ceiling comes first: conduit-gen alone on a loopback ring and on a
 memif pair in one process, next to testpmd's mac forwarding on the same links, and
@@ -36,6 +38,7 @@ import yaml
 TOP = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(TOP / "tools"))
 from conduit_telemetry import Telemetry, TelemetryError  # noqa: E402
+from quiet_cpu import QuietCpu  # noqa: E402  (tools/bench, this script's directory)
 
 HUGE = os.environ.get("CONDUIT_HUGEPAGES", "1") == "1"
 GEN = TOP / "build" / "release" / "tools" / "gen" / "conduit-gen"
@@ -45,6 +48,8 @@ OVS_VSWITCHD = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 SIZES = ["64", "1518", "imix"]
 SWITCHES = ["conduitd", "testpmd io", "OVS-DPDK"]
 GUEST_RING = 1024
+GEN_CPU = 0  # conduit-gen, this script and every thread that is not a switch's poller
+SWITCH_CPU = 1  # the switch under test's poller, alone
 MAC_TABLE = 16384  # every switch's MAC table holds the 10,000-MAC cases with room
 
 
@@ -603,6 +608,19 @@ def figures(result, size):
                                              for i in s["max_trials"]])}
 
 
+def ndr_stalls(result, size):
+    """(count, longest us) of the generator's stalls over the tries of the NDR search at
+    SIZE; None for a run that did not count them (before conduit-gen reported stalls)."""
+    s = next((x for x in (result or {}).get("sizes", []) if x["size"] == size), None)
+    if s is None:
+        return None
+    tries = [result["trials"][i] for i in s["ndr"].get("steps", [])]
+    if not tries or any("generator_stalls" not in t for t in tries):
+        return None
+    return (sum(t["generator_stalls"] for t in tries),
+            max(t["generator_longest_stall_us"] for t in tries))
+
+
 def fmt_mpps(v):
     return f"{v / 1e6:.2f}" if v else "-"
 
@@ -684,8 +702,12 @@ def switch_load(result):
         w = next(iter(workers.values()))
         busy, idle = w.get("busy_cycles", 0), w.get("idle_cycles", 0)
         frames = w.get("rx_packets", 0)
-        return (f"worker busy {100 * busy / max(busy + idle, 1):.0f}% of its polling time, "
+        text = (f"worker busy {100 * busy / max(busy + idle, 1):.0f}% of its polling time, "
                 f"{busy / max(frames, 1):.0f} busy cycles per frame received")
+        if "stalls" in w:  # counted since conduitd reports them
+            text += (f"; held up (its CPU taken away) {w['stalls']} time(s) over 500 us, "
+                     f"longest {w['longest_stall_us']} us")
+        return text
     text = c.get("pmd_stats")
     if text:
         def num(label):
@@ -768,7 +790,7 @@ def ceiling_section(costs):
     return L
 
 
-def write_report(args, command, results, costs, loads, started_utc, elapsed, out):
+def write_report(args, command, results, costs, loads, started_utc, elapsed, out, quiet):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     dpdk = subprocess.run(["pkg-config", "--modversion", "libdpdk"], capture_output=True,
@@ -789,7 +811,10 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
          f"CPU away for a millisecond now and then; see conduit-gen's `--search-tries`).",
          f"- Machine: {os.cpu_count()} CPUs ({cpu}); DPDK {dpdk}; {ovs}; hugepages "
          f"{'on' if HUGE else 'off (--no-huge)'}.",
-         "- The switch under test polls on CPU 1 (one core); conduit-gen on CPU 0.",
+         (f"- The switch under test polls on CPU {SWITCH_CPU} (one core); conduit-gen, the "
+          f"switch's other threads and this script run on CPU {GEN_CPU}; {quiet}."
+          if quiet else f"- The switch under test polls on CPU {SWITCH_CPU} (one core); "
+          f"conduit-gen on CPU {GEN_CPU}."),
          f"- Load average (1 min) sampled through the run: {min(loads):.2f} to {max(loads):.2f} "
          "(the two polling processes alone make about 2)."]
     if busy_load:
@@ -845,6 +870,12 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           f"{GUEST_RING / 2.8e6 * 1e3:.2f} ms at 2.8 Mpps per guest). Where each switch's "
           "64-byte NDR search for 2 guests ended (Mpps): "
           + "; ".join(f"{s} {bracket(figures(c2[s], '64'))}" for s in SWITCHES) + "."]
+    held = [(s, ndr_stalls(c2[s], "64")) for s in SWITCHES]
+    if all(h is not None for _, h in held):
+        L[-1] += (" conduit-gen's own lcore was held up (over 250 us between two readings of "
+                  "its clock) during those searches' tries: "
+                  + "; ".join(f"{s} {n} time(s), longest {fmt_us(longest)} us"
+                              for s, (n, longest) in held) + ".")
     failed = [(c.title, s, results[c.key][s]["error"]) for c in CASES for s in SWITCHES
               if "error" in results[c.key][s]]
     if failed:
@@ -978,6 +1009,20 @@ def main():
             raise SystemExit(f"{path} is not built: run tools/setup.sh")
     if not pathlib.Path(OVS_VSWITCHD).exists():
         raise SystemExit(f"{OVS_VSWITCHD} missing: install openvswitch-switch-dpdk (tools/setup.sh)")
+    # This script, and so everything it starts, runs on the generator's CPU: each switch
+    # pins its poller to SWITCH_CPU itself, and conduit-gen keeps all its threads on its
+    # own CPU. The kernel's movable threads and interrupts go there too for the run.
+    os.sched_setaffinity(0, {GEN_CPU})
+    # Stopped (SIGTERM), the run still ends through its cleanup: the switches and the
+    # generator stopped, the kernel's threads and interrupts put back.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with QuietCpu(SWITCH_CPU, {GEN_CPU}) as quiet:
+        log(quiet.summary())
+        measure(ap, args, quiet.summary())
+
+
+def measure(ap, args, quiet):
+    """The run main() asked for (the ceiling only, or everything), reported."""
     if args.only == "ceiling":
         work = pathlib.Path(tempfile.mkdtemp(prefix="conduit-bench."))
         try:
@@ -1042,13 +1087,15 @@ def main():
     out = pathlib.Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(
         {"date": started_utc, "command": command, "args": vars(args), "loadavg": loads,
-         "elapsed_s": round(elapsed), "generator": costs, "results": slim(results)},
+         "elapsed_s": round(elapsed), "quiet_cpu": quiet, "generator": costs,
+         "results": slim(results)},
         separators=(",", ":")) + "\n")
     complete = (costs is not None and len(results) == len(CASES)
                 and all(len(r) == len(SWITCHES) for r in results.values()))
     if complete:
         plot(results, out.parent)
-        write_report(args, command, results, costs, loads, started_utc, elapsed, out)
+        write_report(args, command, results, costs, loads, started_utc, elapsed, out,
+                     quiet)
         log(f"wrote {out}")
     else:
         log(f"only some cases ran: raw results in {out.with_suffix('.json')}, no report")
@@ -1072,7 +1119,7 @@ def report_from_json(path, out):
         raise SystemExit(f"{path}: only some cases ran; no report")
     plot(results, out.parent)
     write_report(args, saved["command"], results, saved["generator"], saved["loadavg"],
-                 saved["date"], saved["elapsed_s"], out)
+                 saved["date"], saved["elapsed_s"], out, saved.get("quiet_cpu"))
     log(f"wrote {out} from {path}")
 
 
