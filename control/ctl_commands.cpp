@@ -277,6 +277,9 @@ int show_pmd(Context& c, const Parsed&) {
               << num(w["longest_sleep_us"]) << " us, " << num(w["idle_holds"])
               << " idle spells held polling after a high rate\n";
         c.out << "  cycles per packet:  " << num(w["cycles_per_packet"]) << '\n';
+        c.out << "  stalls:             " << num(w["stalls"])
+              << " times held up over 500 us (CPU taken away), longest "
+              << num(w["longest_stall_us"]) << " us\n";
     }
     return kOk;
 }

@@ -191,7 +191,9 @@ json worker_json(const dp::WorkerReport& w, double hz) {
             {"packets_per_burst", s.rx_bursts == 0 ? 0.0
                                                    : static_cast<double>(s.rx_packets) /
                                                          static_cast<double>(s.rx_bursts)},
-            {"longest_sleep_us", s.longest_sleep_us}};
+            {"longest_sleep_us", s.longest_sleep_us},
+            {"stalls", s.stalls},
+            {"longest_stall_us", s.longest_stall_us}};
 }
 
 json capture_json(const dp::CaptureStatus& s) {

@@ -156,6 +156,9 @@ std::string render_metrics(dp::Dataplane& dp, const std::string& extra) {
         {"conduit_worker_idle_holds_total",
          "idle spells polled through, without sleeping, after a high rate",
          [](const dp::WorkerStatsSnapshot& s, double) { return static_cast<double>(s.holds); }},
+        {"conduit_worker_stalls_total",
+         "times the worker was held up over 500 us (its CPU taken away)",
+         [](const dp::WorkerStatsSnapshot& s, double) { return static_cast<double>(s.stalls); }},
     };
     for (const auto& wf : kWorker) {
         Family f(out, wf.name, "counter", wf.help);
@@ -167,6 +170,11 @@ std::string render_metrics(dp::Dataplane& dp, const std::string& extra) {
                    "the longest single idle back-off sleep");
     for (const auto& w : workers) {
         longest.sample(worker_labels(w), static_cast<double>(w.stats.longest_sleep_us) / 1e6);
+    }
+    Family longest_stall(out, "conduit_worker_longest_stall_seconds", "gauge",
+                         "the longest time the worker was held up");
+    for (const auto& w : workers) {
+        longest_stall.sample(worker_labels(w), static_cast<double>(w.stats.longest_stall_us) / 1e6);
     }
 
     const rte_mempool* pool = dp.pool();

@@ -194,6 +194,8 @@ int cmd_workers(const char*, const char*, rte_tel_data* d) {
         rte_tel_data_add_dict_u64(child, "idle_sleep_us",
                                   static_cast<uint64_t>(s.sleep_cycles * 1e6 / hz));
         rte_tel_data_add_dict_u64(child, "longest_sleep_us", s.longest_sleep_us);
+        rte_tel_data_add_dict_u64(child, "stalls", s.stalls);
+        rte_tel_data_add_dict_u64(child, "longest_stall_us", s.longest_stall_us);
         rte_tel_data_add_dict_container(d, ("worker" + std::to_string(w.id)).c_str(), child, 0);
     }
     return 0;

@@ -39,6 +39,8 @@ WorkerStatsSnapshot WorkerStats::snapshot() const {
     s.sleeps = sleeps.load(std::memory_order_relaxed);
     s.holds = holds.load(std::memory_order_relaxed);
     s.longest_sleep_us = longest_sleep_us.load(std::memory_order_relaxed);
+    s.stalls = stalls.load(std::memory_order_relaxed);
+    s.longest_stall_us = longest_stall_us.load(std::memory_order_relaxed);
     return s;
 }
 
@@ -53,6 +55,7 @@ WorkerStatsSnapshot WorkerStatsSnapshot::operator-(const WorkerStatsSnapshot& ba
     d.sleep_cycles -= base.sleep_cycles;
     d.sleeps -= base.sleeps;
     d.holds -= base.holds;
+    d.stalls -= base.stalls;
     return d;
 }
 
@@ -127,6 +130,7 @@ int Worker::run() {
     const uint64_t idle_ticks = backoff_.idle_before_sleep_us * hz / 1'000'000;
     const uint64_t hold_ticks = backoff_.busy_hold_us * hz / 1'000'000;
     const uint64_t window_ticks = backoff_.rate_window_us * hz / 1'000'000;
+    const uint64_t stall_ticks = WorkerStats::kStallUs * hz / 1'000'000;
     // The rate window: frames since window_start; evaluated on busy loops only.
     uint64_t window_start = rte_rdtsc();
     uint64_t window_frames = 0;
@@ -134,6 +138,21 @@ int Worker::run() {
     bool hold_counted = false;         // this idle spell was counted as a hold
     uint64_t last_busy = rte_rdtsc();
     uint64_t loop_start = last_busy;
+    uint64_t longest_stall = 0;  // TSC cycles; published in microseconds when it grows
+    // The last TSC reading: at each loop's start and after each burst forwarded, so that
+    // the time between two readings is one burst's work at most (or empty polls).
+    uint64_t mark = loop_start;
+    auto check_stall = [&](uint64_t now) {
+        if (now - mark > stall_ticks) [[unlikely]] {
+            bump(stats_.stalls, 1);
+            if (now - mark > longest_stall) {
+                longest_stall = now - mark;
+                stats_.longest_stall_us.store(longest_stall * 1'000'000 / hz,
+                                              std::memory_order_relaxed);
+            }
+        }
+        mark = now;
+    };
     bool last_loop_busy = false;
     uint64_t sleep_us = backoff_.first_sleep_us;
     rte_mbuf* pkts[sw::kBurstSize];
@@ -142,6 +161,7 @@ int Worker::run() {
         // One TSC read per loop: it ends the previous loop's accounting and starts this one.
         const uint64_t now_tsc = rte_rdtsc();
         bump(last_loop_busy ? stats_.busy_cycles : stats_.idle_cycles, now_tsc - loop_start);
+        check_stall(now_tsc);
         loop_start = now_tsc;
         const uint64_t now_ms = (now_tsc - dp_.epoch_tsc()) / tsc_per_ms;
         state_ = &dp_.state();
@@ -157,6 +177,9 @@ int Worker::run() {
                     capture->offer(pkts, n, Capture::kIn, q.queue);
                 }
                 forwarder_.process(state_->forwarding, q.port->index(), pkts, n, now_ms);
+                // One more TSC read per burst (not per frame): a loop over many ports
+                // of jumbo frames takes milliseconds of real work, a burst never does.
+                check_stall(rte_rdtsc());
             }
         }
         rcu.quiescent(id_);
@@ -198,6 +221,7 @@ int Worker::run() {
         bump(stats_.idle_cycles, before - loop_start);
         bump(stats_.sleep_cycles, after - before);
         loop_start = after;
+        mark = after;  // asleep is not held up
         last_loop_busy = false;
         const uint64_t slept_us = (after - before) * 1'000'000 / hz;
         if (slept_us > stats_.longest_sleep_us.load(std::memory_order_relaxed)) {

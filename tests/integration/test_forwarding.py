@@ -1,5 +1,7 @@
 """conduitd with real virtio-user guests (dpdk-testpmd): learning, known unicast,
 flooding within a bridge and never across bridges, aging, two workers."""
+import subprocess
+import sys
 import time
 
 from rig import wait_for
@@ -141,3 +143,26 @@ def test_idle_worker_backs_off_and_returns_to_polling(rig):
     wait_for(lambda: g.rx(1) == 64, what="frames after idling")
     assert cd.port("g1")["drop_rx_nombuf"] == 0 and cd.port("g2")["drop_tx_queue_full"] == 0
     print(f"idle worker CPU {used:.1%}, longest sleep {w['longest_sleep_us']} us")
+
+
+def test_a_worker_held_up_counts_a_stall(rig):
+    """A worker whose CPU is taken away counts the loop it was held up in as a stall and
+    reports its longest loop (frames a guest could not post meanwhile never reach the
+    switch, so no drop counter can show it). A real-time task on the worker's CPU for
+    50 ms takes the CPU: the worker (normal scheduling) cannot run until it ends."""
+    cd, g = start_pair(rig, daemon={"extra": {"idle_backoff": False}})
+    w0 = cd.workers()["worker0"]
+    hog = ("import time\n"
+           "end = time.monotonic() + 0.05\n"
+           "while time.monotonic() < end:\n"
+           "    pass\n")
+    subprocess.run(["chrt", "--fifo", "10", "taskset", "-c", "1", sys.executable, "-c", hog],
+                   check=True, timeout=30)
+    w = cd.workers()["worker0"]
+    assert w["stalls"] >= w0["stalls"] + 1, (w0, w)
+    assert w["longest_stall_us"] >= 40_000, w
+    pmd = cd.ctl("show", "pmd").stdout
+    assert f"stalls:             {w['stalls']} times held up over 500 us" in pmd, pmd
+    # Forwarding goes on after it, every frame.
+    g.send(0, BROADCAST, 16)
+    wait_for(lambda: g.rx(1) == 16, what="frames after the stall")
