@@ -138,7 +138,9 @@ int Worker::run() {
     bool hold_counted = false;         // this idle spell was counted as a hold
     uint64_t last_busy = rte_rdtsc();
     uint64_t loop_start = last_busy;
-    uint64_t longest_stall = 0;  // TSC cycles; published in microseconds when it grows
+    // TSC cycles, from what an earlier run of this worker published (never cleared).
+    uint64_t longest_stall =
+        stats_.longest_stall_us.load(std::memory_order_relaxed) * hz / 1'000'000;
     // The last TSC reading: at each loop's start and after each burst forwarded, so that
     // the time between two readings is one burst's work at most (or empty polls).
     uint64_t mark = loop_start;

@@ -77,12 +77,14 @@ struct WorkerStats {
     // The longest single sleep as measured (requested step plus the kernel's wake-up
     // delay): the most time the worker was away from its queues.
     std::atomic<uint64_t> longest_sleep_us{0};
-    // Forwarding one burst takes microseconds (tens with jumbo frames); a worker that
-    // went longer than kStallUs without finishing one, or without an empty poll ending,
-    // was held up: the kernel or, on a virtual machine, the host took its CPU, and
-    // guests' rings filled meanwhile (1024 descriptors last 0.37 ms at 2.8 million
-    // frames a second). Frames a guest could not post never reach the switch, so no
-    // drop counter can see them; these can. Sleeps of the idle back-off are not stalls.
+    // Forwarding one burst takes microseconds (tens with jumbo frames, more if each is
+    // flooded to many ports); a worker that went longer than kStallUs without finishing
+    // one, or without an empty poll ending, was almost surely held up: the kernel or, on
+    // a virtual machine, the host took its CPU, and guests' rings filled meanwhile.
+    // Shorter holds can overflow a ring too (1024 descriptors last 0.37 ms at 2.8
+    // million frames a second) but are not told apart from work here. Frames a guest
+    // could not post never reach the switch, so no drop counter can see them; these
+    // can. Sleeps of the idle back-off are not stalls.
     static constexpr uint64_t kStallUs = 500;
     std::atomic<uint64_t> stalls{0};
     std::atomic<uint64_t> longest_stall_us{0};

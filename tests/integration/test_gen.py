@@ -11,6 +11,9 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
+
+import pytest
 
 import rig as rigmod
 from rig import wait_for
@@ -364,7 +367,9 @@ def test_every_generator_thread_stays_on_its_own_cpu(rig):
     on the CPUs no lcore uses, which on a 2-CPU machine was the switch's: each of their
     wake-ups held the switch up. The ceiling mode starts all of them (it has a vhost-user
     port); every thread's allowed CPUs are read while it runs."""
-    gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "1", "--cpu", "0",
+    # On CPU 1: DPDK alone would put the control threads on CPU 0 (whatever CPUs this
+    # test itself may use), so a generator that does not keep them shows.
+    gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "1", "--cpu", "1",
               prefix="itest-gen-cpus")
     gen.args.remove("--start-on-stdin")
     gen.start()
@@ -397,17 +402,43 @@ def test_every_generator_thread_stays_on_its_own_cpu(rig):
     wait_for(all_started, timeout=60, what="conduit-gen's control threads")
     rc = gen.finish(120)
     assert rc == 0, f"exit status {rc}:\n{gen.output()}"
-    assert all(cpus == "0" for cpus in seen.values()), seen
+    assert all(cpus == "1" for cpus in seen.values()), seen
 
 
-def test_a_cpu_the_generator_may_not_use_is_refused_by_name(rig):
+@pytest.mark.parametrize("cpus", [("1023", "1023"), ("0", "1023")], ids=["both", "main"])
+def test_a_cpu_the_generator_may_not_use_is_refused_by_name(rig, cpus):
     """A CPU that does not exist (or is not this process's to use) is a setup error that
-    names it, not a generator running wherever the kernel puts it."""
-    cpus = len(os.sched_getaffinity(0))
+    names it, not a generator running wherever the kernel puts it: the traffic CPU, or
+    only the main thread's (the kernel would take that set and drop the bad CPU)."""
     gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "0.2",
-              "--cpu", str(1023), prefix="itest-gen-nocpu")
+              "--cpu", cpus[0], "--main-cpu", cpus[1], prefix="itest-gen-nocpu")
     gen.args.remove("--start-on-stdin")
     gen.start()
     rc = gen.finish(60)
-    assert rc == 1, f"exit status {rc} with {cpus} CPUs:\n{gen.output()}"
+    assert rc == 1, f"exit status {rc} with {len(os.sched_getaffinity(0))} CPUs:\n{gen.output()}"
     assert "cannot run on CPU 1023" in gen.output(), gen.output()
+
+
+def test_a_generator_held_up_counts_its_stalls(rig):
+    """The generator's lcore, held up, counts a stall in the trial it was in: a
+    real-time task takes the generator's CPU (1) for 50 ms while the ceiling runs."""
+    gen = Gen(rig, [], "--mode", "ceiling", "--sizes", "64", "--duration", "2", "--cpu", "1",
+              "--main-cpu", "0", prefix="itest-gen-stall")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    hog = ("import time\n"
+           "time.sleep(0.5)\n"
+           "end = time.monotonic() + 0.05\n"
+           "while time.monotonic() < end:\n"
+           "    pass\n")
+    # Half a second into the second link's trial of 2 s: the first one's result line
+    # says it began.
+    wait_for(lambda: "ceiling ring" in gen.output() or gen.proc.poll() is not None,
+             timeout=60, what="the ceiling's first trial")
+    subprocess.run(["chrt", "--fifo", "10", "taskset", "-c", "1", sys.executable, "-c", hog],
+                   check=True, timeout=30)
+    rc = gen.finish(120)
+    assert rc == 0, f"exit status {rc}:\n{gen.output()}"
+    trials = gen.result()["trials"]
+    assert sum(t["generator_stalls"] for t in trials) >= 1, trials
+    assert max(t["generator_longest_stall_us"] for t in trials) >= 40_000, trials

@@ -2,8 +2,8 @@
 
 On this 2-CPU machine the switch polls on one CPU and the generator on the other, and
 anything else the kernel runs on the switch's CPU holds the switch up: a trace of a
-fixed-rate run (perf sched_switch on CPU 1) found the kernel's DAMON thread (kdamond)
-taking the switch's CPU 13 times in 5 s for up to 4 ms, where a guest's ring of 1024
+fixed-rate run (perf sched_switch on CPU 1, 60 s) found the kernel's DAMON thread
+(kdamond) taking the switch's CPU 13 times for up to 4 ms, where a guest's ring of 1024
 descriptors overflows after 0.37 ms at 2.8 Mpps. That is loss a switch did not cause,
 and it sets the NDR. As a DPDK deployment does (isolcpus, IRQ affinity), QuietCpu moves
 every kernel thread that may move and every interrupt off the switch's CPU, onto the
@@ -13,6 +13,7 @@ its own children on the generator's CPU (each switch pins its poller itself).
 """
 import os
 import pathlib
+import signal
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
 
@@ -59,6 +60,14 @@ class QuietCpu:
         self.unmovable_irqs = []
 
     def __enter__(self):
+        try:
+            self._move()
+        except BaseException:  # stopped halfway (SIGTERM, ^C): put back what moved
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _move(self):
         for pid, name in _kernel_threads():
             try:
                 had = os.sched_getaffinity(pid)
@@ -86,9 +95,17 @@ class QuietCpu:
                 self.unmovable_irqs.append(int(d.name))
                 continue
             self.irqs[int(d.name)] = had
-        return self
 
     def __exit__(self, *exc):
+        # Not cut short by a second SIGTERM or ^C: the machine must be left as it was.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._restore()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return False
+
+    def _restore(self):
         for pid, (_, had) in self.threads.items():
             try:
                 os.sched_setaffinity(pid, had)
@@ -100,7 +117,6 @@ class QuietCpu:
                     _cpu_list(had))
             except OSError:
                 pass
-        return False
 
     def summary(self):
         """One line for the report: what was moved, and what could not be."""

@@ -62,13 +62,21 @@ void keep_to_own_cpus(const Options& o) {
         }
         CPU_SET(cpu, &set);
     }
-    if (sched_setaffinity(0, sizeof set, &set) != 0) {
-        throw std::runtime_error("cannot run on CPU " + std::to_string(o.cpu) +
-                                 (o.main_cpu != static_cast<int>(o.cpu)
-                                      ? " and " + std::to_string(o.main_cpu)
-                                      : std::string()) +
-                                 ": " + std::strerror(errno) +
-                                 " (--cpu and --main-cpu must name CPUs this process may use)");
+    // The kernel takes a set with at least one CPU it allows and drops the others, so
+    // each CPU asked for is checked in what it kept.
+    const int err = sched_setaffinity(0, sizeof set, &set) == 0 ? 0 : errno;
+    cpu_set_t kept;
+    CPU_ZERO(&kept);
+    if (err == 0 && sched_getaffinity(0, sizeof kept, &kept) != 0) {
+        CPU_ZERO(&kept);
+    }
+    for (const int cpu : {static_cast<int>(o.cpu), o.main_cpu}) {
+        if (err != 0 || !CPU_ISSET(cpu, &kept)) {
+            throw std::runtime_error(
+                "cannot run on CPU " + std::to_string(cpu) + ": " +
+                (err != 0 ? std::strerror(err) : "not a CPU this process may use") +
+                " (--cpu and --main-cpu must name CPUs this process may use)");
+        }
     }
 }
 
