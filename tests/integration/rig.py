@@ -50,6 +50,19 @@ def only_cpus(cpus):
         os.sched_setaffinity(0, before)
 
 
+def take_cpu(cpu, seconds, after=0.0):
+    """Takes `cpu` away from everything else for `seconds`: a real-time (SCHED_FIFO) task
+    spins on it, so a normally scheduled poller there cannot run until it ends. It
+    sleeps `after` seconds first (asleep, it takes nothing). Returns when it has ended."""
+    hog = (f"import time\n"
+           f"time.sleep({after})\n"
+           f"end = time.monotonic() + {seconds}\n"
+           f"while time.monotonic() < end:\n"
+           f"    pass\n")
+    subprocess.run(["chrt", "--fifo", "10", "taskset", "-c", str(cpu), sys.executable, "-c",
+                    hog], check=True, timeout=30 + after + seconds)
+
+
 def remove_dpdk_files(prefix):
     for f in pathlib.Path("/dev/hugepages").glob(f"{prefix}map_*"):
         f.unlink(missing_ok=True)

@@ -11,12 +11,11 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
 import rig as rigmod
-from rig import wait_for
+from rig import take_cpu, wait_for
 from test_forwarding import vport
 
 GEN = rigmod.TOP / "build" / "release" / "tools" / "gen" / "conduit-gen"
@@ -426,17 +425,11 @@ def test_a_generator_held_up_counts_its_stalls(rig):
               "--main-cpu", "0", prefix="itest-gen-stall")
     gen.args.remove("--start-on-stdin")
     gen.start()
-    hog = ("import time\n"
-           "time.sleep(0.5)\n"
-           "end = time.monotonic() + 0.05\n"
-           "while time.monotonic() < end:\n"
-           "    pass\n")
     # Half a second into the second link's trial of 2 s: the first one's result line
     # says it began.
     wait_for(lambda: "ceiling ring" in gen.output() or gen.proc.poll() is not None,
              timeout=60, what="the ceiling's first trial")
-    subprocess.run(["chrt", "--fifo", "10", "taskset", "-c", "1", sys.executable, "-c", hog],
-                   check=True, timeout=30)
+    take_cpu(1, 0.05, after=0.5)
     rc = gen.finish(120)
     assert rc == 0, f"exit status {rc}:\n{gen.output()}"
     trials = gen.result()["trials"]
