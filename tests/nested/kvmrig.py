@@ -308,7 +308,15 @@ class NestedKvm(KvmHost):
         for leftover in (self.workdir / "queue").iterdir():
             leftover.unlink()
         self.console_log = self.workdir / f"console-{self._boot_count}.log"
-        cmdline = (f"console=ttyS0 panic=-1 hugepages={self.hugepages} "
+        # tsc=reliable: the emulated AMD CPU has no invariant-TSC bit, so with two CPUs
+        # the outer kernel assumes their TSCs unsynchronized without measuring them and
+        # marks the TSC unstable. They are one counter: every TCG vCPU reads QEMU's
+        # monotonic tick count (the host's TSC). With the TSC unstable, the outer KVM
+        # warns "SMP vm created on host with unstable TSC; guest TSC will not be
+        # reliable", and SMP guests hung now and then: a 4-vCPU guest waited on timers
+        # that never fired (RCU: "timer wakeup didn't happen", soft lockups, killed
+        # after 300 s), a 2-vCPU one after it printed "Power down".
+        cmdline = (f"console=ttyS0 panic=-1 tsc=reliable hugepages={self.hugepages} "
                    f"rig.work={self.workdir} rig.top={TOP} {self.kernel_args}").strip()
         if self.kvm_amd_options:
             cmdline += " rig.kvm_amd=" + ",".join(self.kvm_amd_options)
