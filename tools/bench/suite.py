@@ -503,35 +503,81 @@ def testpmd_mac_loop(work, vdevs, size, seconds, attach=None, bursts=16):
 
 def generator_costs(work, args):
     """conduit-gen's ceiling (no switch), and per frame costs next to testpmd's mac
-    forwarding: on the same in-process links, and driving testpmd io over virtio-user."""
-    out = {"ceiling": None, "links": [], "virtio": []}
+    forwarding: on the same in-process links, and driving testpmd io over virtio-user.
+    The costs are measured in --cost-rounds rounds, conduit-gen and testpmd taking turns
+    in each, and each figure is the median over the rounds: this machine's speed drifts
+    by tens of percent within minutes (other tenants of its host), so one measurement of
+    each, minutes apart, compares the moments more than the two programs."""
+    out = {"ceiling": None, "links": [], "virtio": [], "rounds": args.cost_rounds}
     gen = GenRun(work, "gen-ceiling", ["--mode", "ceiling", "--sizes", ",".join(SIZES),
                                        "--trials", str(args.ceiling_trials), "--duration",
                                        str(args.duration), "--warmup", str(args.warmup)])
     gen.start(wait_on_stdin=False)
     ceiling = gen.finish(1800)
     out["ceiling"] = ceiling["ceiling"]
+    links, via = [], []
+    for r in range(args.cost_rounds):
+        log(f"cost per frame, round {r + 1} of {args.cost_rounds}")
+        links.append(link_costs(work, args, ceiling if r == 0 else None))
+        via.append(via_switch_costs(work, args))
+    out["links"] = median_rows(links, ("link", "size"))
+    out["virtio"] = median_rows(via, ("size",))
+    return out
+
+
+def median_rows(rounds, keys):
+    """One row per KEYS of the rows of every round: each figure the median over the
+    rounds (None when no round measured it), the rounds' own figures under "rounds"."""
+    rows = []
+    for first in rounds[0]:
+        same = [next(x for x in rnd if all(x[k] == first[k] for k in keys)) for rnd in rounds]
+        row = {k: first[k] for k in keys}
+        for field in first:
+            if field in keys:
+                continue
+            values = [x[field] for x in same if x[field] is not None]
+            row[field] = statistics.median(values) if values else None
+        row["rounds"] = [{f: x[f] for f in x if f not in keys} for x in same]
+        rows.append(row)
+    return rows
+
+
+def link_costs(work, args, ceiling=None):
+    """conduit-gen alone, then testpmd mac, on each in-process link at 64 and 1518 bytes.
+    CEILING: a ceiling run to take conduit-gen's figures from (else one is run)."""
+    if ceiling is None:
+        gen = GenRun(work, "gen-cost", ["--mode", "ceiling", "--sizes", "64,1518", "--trials",
+                                        "1", "--duration", str(args.duration), "--warmup",
+                                        str(args.warmup)])
+        gen.start(wait_on_stdin=False)
+        ceiling = gen.finish(1800)
     msock = str(work / "tpmac-memif.sock")
     vsock = str(work / "tpmac-vhost.sock")
     links = {"ring": (["net_ring0", "net_ring1"], None),
              "memif": ([f"net_memif0,role=server,socket={msock}",
                         f"net_memif1,role=client,socket={msock}"], None),
              "virtio": ([f"net_vhost0,iface={vsock}"], f"net_virtio_user1,path={vsock}")}
+    rows = []
     for link, (vdevs, attach) in links.items():
         for size in ("64", "1518"):
             pathlib.Path(msock).unlink(missing_ok=True)
             pathlib.Path(vsock).unlink(missing_ok=True)
             pps, cycles = testpmd_mac_loop(work, vdevs, size, args.duration, attach)
             row = next(c for c in ceiling["ceiling"] if c["link"] == link and c["size"] == size)
-            out["links"].append({"link": link, "size": size, "gen_pps": row["rx_pps"],
-                                 "gen_cycles": row["cycles_per_frame"], "testpmd_pps": pps,
-                                 "testpmd_cycles": cycles})
+            rows.append({"link": link, "size": size, "gen_pps": row["rx_pps"],
+                         "gen_cycles": row["cycles_per_frame"], "testpmd_pps": pps,
+                         "testpmd_cycles": cycles})
             log(f"per frame on {link} {size} B: conduit-gen {row['cycles_per_frame']:.0f} cycles "
                 f"({row['rx_pps'] / 1e6:.2f} Mpps), testpmd mac {cycles} cycles "
                 f"({pps / 1e6:.2f} Mpps)")
-    # Both generators driving the same switch (testpmd io, CPU 1) over two virtio-user
-    # guests: the rate each gets through and what each frame cost the generator's CPU.
+    return rows
+
+
+def via_switch_costs(work, args):
+    """Both generators driving the same switch (testpmd io, CPU 1) over two virtio-user
+    guests: the rate each gets through and what each frame cost the generator's CPU."""
     case = CASES[0]
+    rows = []
     for size in ("64", "1518"):
         socks = [str(work / f"vm{i + 1}.sock") for i in range(2)]
         for s in socks:
@@ -582,12 +628,12 @@ def generator_costs(work, args):
         t = r["trials"][0]
         result.update({"size": size, "gen_pps": t["rx_pps"], "gen_cycles": t["cycles_per_frame"],
                        "gen_busy": t["generator_busy"]})
-        out["virtio"].append(result)
+        rows.append(result)
         log(f"through testpmd io, {size} B: conduit-gen {t['rx_pps'] / 1e6:.2f} Mpps at "
             f"{t['cycles_per_frame']:.0f} cycles/frame (busy {100 * t['generator_busy']:.0f}%), "
             f"testpmd mac {result['testpmd_pps'] / 1e6:.2f} Mpps at "
             f"{result['testpmd_cycles']} cycles/packet")
-    return out
+    return rows
 
 
 # --- the report -------------------------------------------------------------------------
@@ -768,17 +814,25 @@ def ceiling_section(costs):
          "busy cycles (empty polls left out) per packet received, each packet received also",
          "sent once. Both are thus the cost of one receive and one transmit on the link per",
          "frame, plus what each does with the frame: testpmd swaps its addresses,",
-         "conduit-gen builds, stamps and accounts for it (sequence, loss, latency).", "",
-         "| link | size | conduit-gen Mpps | conduit-gen cycles/frame | testpmd mac Mpps | "
-         "testpmd mac cycles/packet |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+         "conduit-gen builds, stamps and accounts for it (sequence, loss, latency).", ""]
+    rounds = costs.get("rounds", 1)
+    if rounds > 1:
+        L += [f"Each figure is the median of {rounds} rounds in which the two took turns on",
+              "each link (this machine's speed drifts by tens of percent within minutes);",
+              "every round's figures are in `docs/benchmarks.json`.", ""]
+    L += ["| link | size | conduit-gen Mpps | conduit-gen cycles/frame | testpmd mac Mpps | "
+          "testpmd mac cycles/packet |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+
+    def cycles(v):
+        return "-" if v is None else f"{v:.1f}"
     for row in costs["links"]:
         L.append(f"| {row['link']} | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
-                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
-                 f"{row['testpmd_cycles'] or '-'} |")
+                 f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
+                 f"{cycles(row['testpmd_cycles'])} |")
     for row in costs["virtio"]:
         L.append(f"| virtio-user via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
-                 f"{row['gen_cycles']:.0f} | {fmt_mpps(row['testpmd_pps'])} | "
-                 f"{row['testpmd_cycles'] or '-'} |")
+                 f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
+                 f"{cycles(row['testpmd_cycles'])} |")
     if costs.get("error"):
         L += ["", f"**Measuring the generator failed**: {costs['error'].splitlines()[0]}"]
     L += ["", "conduit-gen's ceiling for every size (Mpps, no switch):", "",
@@ -981,6 +1035,8 @@ def main():
     ap.add_argument("--search-duration", type=float, default=1.0)
     ap.add_argument("--tries", type=int, default=3, help="tries of a failing search step")
     ap.add_argument("--ceiling-trials", type=int, default=1)
+    ap.add_argument("--cost-rounds", type=int, default=3,
+                    help="rounds of the generator's cost per frame, next to testpmd's (medians)")
     ap.add_argument("--quick", action="store_true", help="1 trial, 2-step searches (a smoke run)")
     ap.add_argument("--cases", default=",".join(c.key for c in CASES))
     ap.add_argument("--switches", default=",".join(SWITCHES))
