@@ -817,9 +817,9 @@ def ceiling_section(costs):
          "conduit-gen builds, stamps and accounts for it (sequence, loss, latency).", ""]
     rounds = costs.get("rounds", 1)
     if rounds > 1:
-        L += [f"Each figure is the median of {rounds} rounds in which the two took turns on",
-              "each link (this machine's speed drifts by tens of percent within minutes);",
-              "every round's figures are in `docs/benchmarks.json`.", ""]
+        L += [f"Each figure is the median of {rounds} rounds in which the two took turns on each",
+              "link (this machine's speed drifts by tens of percent within minutes); every",
+              "round's figures are in `docs/benchmarks.json`.", ""]
     L += ["| link | size | conduit-gen Mpps | conduit-gen cycles/frame | testpmd mac Mpps | "
           "testpmd mac cycles/packet |", "| --- | --- | ---: | ---: | ---: | ---: |"]
 
