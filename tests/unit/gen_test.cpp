@@ -200,6 +200,7 @@ TEST(RunAccountant, CountsWhatRecordingEveryFrameCounts) {
         // an earlier phase, a foreign one, or one of a stream that belongs elsewhere.
         RunAccountant acc(runs.streams.data(), runs.streams.size(), runs.latency.data(), magic,
                           ReceiverModel::kPort);
+        RunAccountant::Run run;
         const auto frames = static_cast<int>(1 + rng() % 64);
         auto si = static_cast<uint16_t>(rng() % ReceiverModel::kStreams);
         uint64_t lat = 1000 + rng() % 50;
@@ -231,10 +232,10 @@ TEST(RunAccountant, CountsWhatRecordingEveryFrameCounts) {
                     break;
             }
             const uint64_t head = m | uint64_t{si} << 16 | (next[si]++ & 0xffffffff) << 32;
-            acc.frame(head, lat);
+            acc.frame(run, head, lat);
             each.record_one(magic, head, lat);
         }
-        acc.finish();
+        acc.finish(run);
         runs.right += acc.right();
         runs.stale += acc.stale();
         runs.foreign += acc.foreign();

@@ -127,4 +127,65 @@ void SequenceTracker::record_out_of_order(uint32_t seq32) {
     ++unique_;
 }
 
+void RunAccountant::take_in_order(uint64_t in_order) {
+    streams_[stream_].seq.record_in_order(in_order);
+    right_ += in_order;
+    latency_count_ += in_order;
+}
+
+void RunAccountant::end_run(Run run) {
+    if (!running_) {
+        return;
+    }
+    take_in_order(run.in_order);
+    latency_[stream_].record_run(run.latency, latency_count_);
+    latency_count_ = 0;
+    running_ = false;
+}
+
+void RunAccountant::finish(Run run) {
+    end_run(run);
+}
+
+RunAccountant::Run RunAccountant::other(Run run, uint64_t head, uint64_t latency) {
+    const auto key = static_cast<uint32_t>(head);
+    const auto seq = static_cast<uint32_t>(head >> 32);
+    if (running_ && key == static_cast<uint32_t>(run.expected)) {
+        // The run's stream: a number out of order or at a window word's start, or
+        // another latency.
+        SequenceTracker& tracker = streams_[stream_].seq;
+        take_in_order(run.in_order);
+        tracker.record(seq);
+        ++right_;
+        if (latency != run.latency) {
+            latency_[stream_].record_run(run.latency, latency_count_);
+            latency_count_ = 0;
+        }
+        ++latency_count_;
+        return Run{key | tracker.highest_plus_one() << 32, latency, 0};
+    }
+    end_run(run);
+    const auto magic = static_cast<uint16_t>(key);
+    const auto stream = static_cast<uint16_t>(key >> 16);
+    if ((magic & kMagicMask) != kMagicHigh) {
+        ++foreign_;
+        return Run{};
+    }
+    if (magic != magic_ || stream >= count_) {
+        ++stale_;
+        return Run{};
+    }
+    RxStream& s = streams_[stream];
+    if (s.rx_port != port_) {
+        ++s.misdelivered;  // no run: each frame of it comes here
+        return Run{};
+    }
+    s.seq.record(seq);
+    running_ = true;
+    stream_ = stream;
+    latency_count_ = 1;
+    ++right_;
+    return Run{key | s.seq.highest_plus_one() << 32, latency, 0};
+}
+
 }  // namespace conduit::gen

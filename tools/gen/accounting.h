@@ -129,31 +129,51 @@ struct RxStream {
 
 // Counts the stamped frames of one receive call. Frames of one stream that arrive in
 // order with one latency (a burst stamped at one instant and received at another) form
-// a run, counted in registers and handed to the stream's tracker and histogram when it
-// ends; any other frame breaks the run. Meant to live in a local of the receive loop:
-// every member is inline, so the compiler keeps the run in registers.
+// a run; any other frame breaks it. The run's state a frame is checked against (Run:
+// the stamp head and latency that continue it, and how many did since the last break)
+// is kept by the receive loop in registers: continues() and extend() are a comparison
+// and two additions, inline. Every other frame goes to other(), out of line, which hands
+// the run's frames to the stream's tracker and histogram and starts the next run; a
+// loop that calls nothing else per frame keeps its own values in registers too.
 class RunAccountant {
   public:
+    struct Run {
+        uint64_t expected = 0;  // the head that continues the run (no stamp's head is 0)
+        uint64_t latency = 0;   // ... and its latency
+        uint64_t in_order = 0;  // frames that continued it, not yet given to the tracker
+    };
+
     // `magic`: kMagicHigh with the running phase's tag; `port`: the receiving port's index.
     RunAccountant(RxStream* streams, std::size_t count, LatencyHistogram* latency, uint16_t magic,
                   uint16_t port)
         : streams_(streams), count_(count), latency_(latency), magic_(magic), port_(port) {}
 
     // One frame's stamp: `head` is its first eight bytes (magic, stream, 32-bit sequence
-    // number, in host order), `latency` now minus its TSC. In a run a frame costs one
-    // comparison of its head with the one expected, one of its latency, and a count.
-    [[gnu::always_inline]] void frame(uint64_t head, uint64_t latency) {
-        // (expected_ >> 32) & 63 == 0: the number starts a window word, which record()
-        // clears.
-        if (head == expected_ && (expected_ & kWordStart) != 0 && latency == latency_value_) {
-            expected_ += kOne;
-            ++in_order_;
-            return;
+    // number, in host order), `latency` now minus its TSC. A frame continues the run when
+    // its head is the one expected, its latency the run's, and its number does not start
+    // a window word (a multiple of 64, whose word record() clears).
+    [[gnu::always_inline]] static bool continues(const Run& run, uint64_t head, uint64_t latency) {
+        return (head == run.expected) & ((run.expected & kWordStart) != 0) &
+               (latency == run.latency);
+    }
+    [[gnu::always_inline]] static void extend(Run& run) {
+        run.expected += kOne;
+        ++run.in_order;
+    }
+    // A frame that does not continue the run: another stream, a number out of order or
+    // at a window word's start, another latency, or not a frame of this phase at all.
+    // Returns the run that follows it.
+    [[nodiscard]] Run other(Run run, uint64_t head, uint64_t latency);
+    // Either of the above, for callers that take frames one at a time.
+    [[gnu::always_inline]] void frame(Run& run, uint64_t head, uint64_t latency) {
+        if (continues(run, head, latency)) {
+            extend(run);
+        } else {
+            run = other(run, head, latency);
         }
-        run_break(head, latency);
     }
     // After the last frame of the call.
-    [[gnu::always_inline]] void finish() { end_run(); }
+    void finish(Run run);
 
     uint64_t right() const { return right_; }  // frames of this phase at their stream's port
     uint64_t stale() const { return stale_; }  // ours, from an earlier phase
@@ -163,66 +183,9 @@ class RunAccountant {
     static constexpr uint64_t kOne = uint64_t{1} << 32;         // one sequence number
     static constexpr uint64_t kWordStart = uint64_t{63} << 32;  // its low six bits
 
-    // Gives the run's frames in order to the tracker; they share the latency run.
-    [[gnu::always_inline]] void take_in_order(SequenceTracker& tracker) {
-        tracker.record_in_order(in_order_);
-        right_ += in_order_;
-        latency_count_ += in_order_;
-        in_order_ = 0;
-    }
-    [[gnu::always_inline]] void end_run() {
-        if (!running_) {
-            return;
-        }
-        take_in_order(streams_[stream_].seq);
-        latency_[stream_].record_run(latency_value_, latency_count_);
-        latency_count_ = 0;
-        running_ = false;
-        expected_ = 0;  // no stamp's head is 0: its magic is not
-    }
-    // Another stream, a number out of order or at a window word's start, another
-    // latency, or not a frame of this phase at all.
-    [[gnu::always_inline]] void run_break(uint64_t head, uint64_t latency) {
-        const auto key = static_cast<uint32_t>(head);
-        const auto seq = static_cast<uint32_t>(head >> 32);
-        if (running_ && key == static_cast<uint32_t>(expected_)) {
-            SequenceTracker& tracker = streams_[stream_].seq;
-            take_in_order(tracker);
-            tracker.record(seq);
-            ++right_;
-            expected_ = key | tracker.highest_plus_one() << 32;
-            if (latency != latency_value_) {
-                latency_[stream_].record_run(latency_value_, latency_count_);
-                latency_value_ = latency;
-                latency_count_ = 0;
-            }
-            ++latency_count_;
-            return;
-        }
-        end_run();
-        const auto magic = static_cast<uint16_t>(key);
-        const auto stream = static_cast<uint16_t>(key >> 16);
-        if ((magic & kMagicMask) != kMagicHigh) {
-            ++foreign_;
-            return;
-        }
-        if (magic != magic_ || stream >= count_) {
-            ++stale_;
-            return;
-        }
-        RxStream& s = streams_[stream];
-        if (s.rx_port != port_) {
-            ++s.misdelivered;  // no run: each frame of it comes here
-            return;
-        }
-        s.seq.record(seq);
-        running_ = true;
-        stream_ = stream;
-        expected_ = key | s.seq.highest_plus_one() << 32;
-        latency_value_ = latency;
-        latency_count_ = 1;
-        ++right_;
-    }
+    // Gives the run's frames in order to its stream's tracker; they share the latency.
+    void take_in_order(uint64_t in_order);
+    void end_run(Run run);
 
     RxStream* streams_;
     std::size_t count_;
@@ -231,10 +194,8 @@ class RunAccountant {
     uint16_t port_;
     bool running_ = false;
     uint16_t stream_ = 0;
-    uint64_t expected_ = 0;       // the head that continues the run
-    uint64_t in_order_ = 0;       // frames that did, not yet given to the tracker
-    uint64_t latency_value_ = 0;  // of the latency_count_ (+ in_order_) frames not yet
-    uint64_t latency_count_ = 0;  // in the histogram
+    uint64_t latency_count_ = 0;  // frames of the run's latency not yet in the histogram,
+                                  // besides the run's in_order ones
     uint64_t right_ = 0, stale_ = 0, foreign_ = 0;
 };
 

@@ -24,12 +24,27 @@ namespace {
 // four: 24 -> 21 cycles a frame on the ring, 128 -> 123 on memif, 152 -> 148 on
 // virtio-user).
 constexpr uint16_t kBurst = 64;
-// Frames asked of a port per receive call: virtio-user hands out at most 64 a call
-// (VIRTIO_MBUF_BURST_SZ), so a call that gets fewer than this says the ring is empty
-// on every kind of port.
-constexpr uint16_t kRxBurst = 64;
+// Frames asked of a port per receive call: more than a transmit call sends, so that a
+// port fed one burst per round (a loopback, a switch keeping pace) is emptied in one
+// call, not in one and an empty one.
+constexpr uint16_t kRxBurst = 128;
+
+// The fewest frames a receive call returns that do not prove the queue empty: the
+// memif, ring, af_packet and af_xdp drivers hand out as many as asked while they have
+// them; virtio-user at most 64 a call (VIRTIO_MBUF_BURST_SZ); any other driver may have
+// a cap of its own, so its queue is polled until a call returns nothing.
+uint16_t rx_full_count(PortKind kind) {
+    switch (kind) {
+        case PortKind::kVirtio:
+            return 64;
+        case PortKind::kDevargs:
+            return 1;
+        default:
+            return kRxBurst;
+    }
+}
 // A gap this long between two of the loop's TSC readings is a stall (see loop()): a
-// call moves at most a burst of 64 frames, some microseconds (tens with jumbo frames).
+// call moves at most 128 frames, some microseconds (tens with jumbo frames).
 constexpr double kStallUs = 250;
 }  // namespace
 
@@ -46,6 +61,7 @@ struct Engine::PortState {
     uint16_t index = 0;
     uint16_t rx_queues = 1;
     unsigned rx_drain_bursts = 4;  // bursts taken from a queue in a row, at most
+    uint16_t rx_full = kRxBurst;   // a call that got this many may have left more
     std::vector<uint16_t> active;  // streams of this port still sending
     std::size_t rr = 0;
     double frames_per_tsc = 0;  // 0: as fast as the port takes them
@@ -127,7 +143,8 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
         // rate its ring fills and the switch drops frames the generator, not the
         // switch, failed to keep up with (eight bursts capped such an uplink at half of
         // what the guests sent).
-        ps.rx_drain_bursts = std::max<unsigned>(4, ports_.spec(p).rx_descriptors / kRxBurst);
+        ps.rx_full = rx_full_count(ports_.spec(p).kind);
+        ps.rx_drain_bursts = std::max<unsigned>(4, ports_.spec(p).rx_descriptors / ps.rx_full);
         for (std::size_t k = 0; k < phase.sizes.period(); ++k) {
             ps.sizes.push_back(phase.sizes.at(k));
         }
@@ -256,29 +273,30 @@ uint16_t Engine::build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_
         if (len != 0 && s.spec.frames == 0) {
             // In locals: stores into the mbufs might alias the fields, so the compiler
             // would reload them for every frame. Each mbuf gets its first line's fields
-            // in four stores: data offset, one reference, one segment and the port; no
-            // offload flags; no packet type, the length; the length, no VLAN tag.
+            // from the data offset to the hash in two 16-byte stores (a store a cycle is
+            // what some cores manage, so the stores set the pace): data offset, one
+            // reference, one segment, the port; no offload flags; no packet type, the
+            // length; the length, no VLAN tag; no hash.
             uint64_t seq = s.next_seq;
             uint8_t header[FrameTemplate::kBytes];
             std::memcpy(header, s.tmpl.bytes(), sizeof header);
             const uint16_t header_len = s.tmpl.header_len();
-            const uint64_t rearm = RTE_PKTMBUF_HEADROOM | uint64_t{1} << 16 | uint64_t{1} << 32 |
-                                   uint64_t{port.id} << 48;
-            const uint64_t type_and_len = uint64_t{len} << 32;
-            const uint32_t data_len_no_vlan = len;
+            static_assert(offsetof(rte_mbuf, refcnt) == offsetof(rte_mbuf, data_off) + 2 &&
+                          offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, data_off) + 4 &&
+                          offsetof(rte_mbuf, port) == offsetof(rte_mbuf, data_off) + 6 &&
+                          offsetof(rte_mbuf, ol_flags) == offsetof(rte_mbuf, data_off) + 8 &&
+                          offsetof(rte_mbuf, packet_type) == offsetof(rte_mbuf, data_off) + 16 &&
+                          offsetof(rte_mbuf, pkt_len) == offsetof(rte_mbuf, data_off) + 20 &&
+                          offsetof(rte_mbuf, data_len) == offsetof(rte_mbuf, data_off) + 24 &&
+                          offsetof(rte_mbuf, vlan_tci) == offsetof(rte_mbuf, data_off) + 26 &&
+                          offsetof(rte_mbuf, hash) == offsetof(rte_mbuf, data_off) + 28);
+            const uint64_t line[4] = {RTE_PKTMBUF_HEADROOM | uint64_t{1} << 16 | uint64_t{1} << 32 |
+                                          uint64_t{port.id} << 48,
+                                      0, uint64_t{len} << 32, len};
             const uint64_t key = magic | uint64_t{si} << 16;
             for (uint16_t k = 0; k < count; ++k) {
                 rte_mbuf* m = pkts[k];
-                static_assert(offsetof(rte_mbuf, refcnt) == offsetof(rte_mbuf, data_off) + 2 &&
-                              offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, data_off) + 4 &&
-                              offsetof(rte_mbuf, port) == offsetof(rte_mbuf, data_off) + 6);
-                static_assert(offsetof(rte_mbuf, pkt_len) == offsetof(rte_mbuf, packet_type) + 4 &&
-                              offsetof(rte_mbuf, data_len) == offsetof(rte_mbuf, packet_type) + 8 &&
-                              offsetof(rte_mbuf, vlan_tci) == offsetof(rte_mbuf, packet_type) + 10);
-                std::memcpy(&m->data_off, &rearm, 8);
-                m->ol_flags = 0;
-                std::memcpy(&m->packet_type, &type_and_len, 8);
-                std::memcpy(&m->data_len, &data_len_no_vlan, 4);
+                std::memcpy(&m->data_off, line, sizeof line);
                 auto* data = static_cast<uint8_t*>(m->buf_addr) + RTE_PKTMBUF_HEADROOM;
                 std::memcpy(data, header, sizeof header);
                 const uint64_t head = key | (seq++ << 32);
@@ -437,14 +455,22 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     const uint16_t ipv4_be = rte_cpu_to_be_16(0x0800);
     // rx_streams_ is a flat array of its own: a frame in order touches one cache line of
     // it (and one or two of its stream's latency histogram).
-    RunAccountant run(rx_streams_.data(), rx_streams_.size(), latency_.data(),
+    RunAccountant acc(rx_streams_.data(), rx_streams_.size(), latency_.data(),
                       static_cast<uint16_t>(kMagicHigh | tag_), port.index);
+    RunAccountant::Run run;
     uint64_t bytes = 0;
+    uint64_t foreign = 0;
     rte_mbuf* other[kRxBurst];  // buffers not ours to reuse: freed
     uint16_t no = 0;
     // Buffers are kept for the next frames sent while the stash has room for a burst.
     uint32_t stashed = stash_count_;
     const bool keep = stashed + kRxBurst <= kStash;
+    // In locals: the stores into the stash might alias members, which the compiler
+    // would then reload for every frame.
+    rte_mbuf** const stash = stash_;
+    const rte_mempool* const pool = pool_;
+    // A frame of the running run costs the loads, the comparisons and the counts below,
+    // in one branch: nothing per frame is called, so the loop's values stay in registers.
     for (uint16_t i = 0; i < n; ++i) {
         if (i + kAhead < n) {
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kAhead], void*));
@@ -453,43 +479,52 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
         const auto* data = rte_pktmbuf_mtod(m, const uint8_t*);
         const uint16_t len = rte_pktmbuf_data_len(m);
         bytes += rte_pktmbuf_pkt_len(m);
-        uint16_t ethertype;
-        std::memcpy(&ethertype, data + 12, 2);
-        // The stamp's first eight bytes (magic, stream, sequence number) as one word.
-        uint64_t head;
-        uint64_t tsc;
-        if (len >= kPlainStamp + sizeof(Stamp) && ethertype == ipv4_be && data[kEthLen + 9] == 17) {
-            std::memcpy(&head, data + kPlainStamp, 8);
-            std::memcpy(&tsc, data + kPlainStamp + 8, 8);
-            run.frame(head, now - tsc);
-        } else if (Stamp st; read_stamp(data, len, st)) {
-            std::memcpy(&head, &st, 8);
-            run.frame(head, now - st.tsc);
-        } else {
-            ++port.c.rx_foreign;
-        }
         // Kept when it is ours to reuse as it is: from our pool, one segment, one
         // reference (read together with the segment count), direct.
         uint32_t refcnt_and_segs;
         static_assert(offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, refcnt) + 2);
         std::memcpy(&refcnt_and_segs, &m->refcnt, 4);
-        if (keep && m->pool == pool_ && refcnt_and_segs == (1u | 1u << 16) && RTE_MBUF_DIRECT(m)) {
-            stash_[stashed++] = m;
+        if (keep & (m->pool == pool) & (refcnt_and_segs == (1u | 1u << 16)) & RTE_MBUF_DIRECT(m))
+            [[likely]] {
+            stash[stashed++] = m;
         } else {
             other[no++] = m;
         }
+        // The stamp's first eight bytes (magic, stream, sequence number) as one word.
+        uint64_t head = 0;
+        uint64_t tsc = 0;
+        bool plain = false;
+        if (len >= kPlainStamp + sizeof(Stamp)) [[likely]] {
+            uint16_t ethertype;
+            std::memcpy(&ethertype, data + 12, 2);
+            std::memcpy(&head, data + kPlainStamp, 8);
+            std::memcpy(&tsc, data + kPlainStamp + 8, 8);
+            plain = (ethertype == ipv4_be) & (data[kEthLen + 9] == 17);
+            if (plain & RunAccountant::continues(run, head, now - tsc)) [[likely]] {
+                RunAccountant::extend(run);
+                continue;
+            }
+        }
+        if (plain) {
+            run = acc.other(run, head, now - tsc);
+        } else if (Stamp st; read_stamp(data, len, st)) {
+            std::memcpy(&head, &st, 8);
+            run = acc.other(run, head, now - st.tsc);
+        } else {
+            ++foreign;
+        }
     }
     stash_count_ = stashed;
-    run.finish();
+    acc.finish(run);
     port.c.rx_frames += n;
     port.c.rx_bytes += bytes;
     port.c.rx_queue_frames[queue] += n;
     if (no != 0) {
         rte_pktmbuf_free_bulk(other, no);
     }
-    port.c.rx_stale += run.stale();
-    port.c.rx_foreign += run.foreign();
-    rx_good_ += run.right();
+    port.c.rx_stale += acc.stale();
+    port.c.rx_foreign += foreign + acc.foreign();
+    rx_good_ += acc.right();
     return n;
 }
 
@@ -586,7 +621,7 @@ void Engine::loop() {
                 for (unsigned k = 0; k < p->rx_drain_bursts; ++k) {
                     const uint16_t n = receive(*p, q, now);
                     account(n != 0);
-                    if (n != kRxBurst) {
+                    if (n < p->rx_full) {
                         break;
                     }
                 }
