@@ -232,7 +232,12 @@ TEST(RunAccountant, CountsWhatRecordingEveryFrameCounts) {
                     break;
             }
             const uint64_t head = m | uint64_t{si} << 16 | (next[si]++ & 0xffffffff) << 32;
-            acc.frame(run, head, lat);
+            // As the receive loop takes each frame.
+            if (RunAccountant::continues(run, head, lat)) {
+                RunAccountant::extend(run);
+            } else {
+                run = acc.other(run, head, lat);
+            }
             each.record_one(magic, head, lat);
         }
         acc.finish(run);

@@ -133,7 +133,7 @@ void RunAccountant::take_in_order(uint64_t in_order) {
     latency_count_ += in_order;
 }
 
-void RunAccountant::end_run(Run run) {
+void RunAccountant::finish(Run run) {
     if (!running_) {
         return;
     }
@@ -141,10 +141,6 @@ void RunAccountant::end_run(Run run) {
     latency_[stream_].record_run(run.latency, latency_count_);
     latency_count_ = 0;
     running_ = false;
-}
-
-void RunAccountant::finish(Run run) {
-    end_run(run);
 }
 
 RunAccountant::Run RunAccountant::other(Run run, uint64_t head, uint64_t latency) {
@@ -164,7 +160,7 @@ RunAccountant::Run RunAccountant::other(Run run, uint64_t head, uint64_t latency
         ++latency_count_;
         return Run{key | tracker.highest_plus_one() << 32, latency, 0};
     }
-    end_run(run);
+    finish(run);
     const auto magic = static_cast<uint16_t>(key);
     const auto stream = static_cast<uint16_t>(key >> 16);
     if ((magic & kMagicMask) != kMagicHigh) {

@@ -164,15 +164,7 @@ class RunAccountant {
     // at a window word's start, another latency, or not a frame of this phase at all.
     // Returns the run that follows it.
     [[nodiscard]] Run other(Run run, uint64_t head, uint64_t latency);
-    // Either of the above, for callers that take frames one at a time.
-    [[gnu::always_inline]] void frame(Run& run, uint64_t head, uint64_t latency) {
-        if (continues(run, head, latency)) {
-            extend(run);
-        } else {
-            run = other(run, head, latency);
-        }
-    }
-    // After the last frame of the call.
+    // After the last frame of the call, or before a frame that starts another run.
     void finish(Run run);
 
     uint64_t right() const { return right_; }  // frames of this phase at their stream's port
@@ -185,7 +177,6 @@ class RunAccountant {
 
     // Gives the run's frames in order to its stream's tracker; they share the latency.
     void take_in_order(uint64_t in_order);
-    void end_run(Run run);
 
     RxStream* streams_;
     std::size_t count_;
