@@ -159,6 +159,31 @@ def test_fixed_rate_counts_agree_with_conduitd(rig):
     assert cd.workers()["worker0"]["idle_holds"] == 0
 
 
+@pytest.mark.parametrize("rate,batch,bursts", [
+    ("200k", 8, True),   # 100,000 frames a second a port: 20 due in 200 us, bursts of 8
+    ("5k", 8, False),    # 2,500 a port: half a frame due in 200 us, so one at a time
+    ("200k", 1, False),  # --tx-batch 1: each frame as soon as it is due
+])
+def test_fixed_rate_sends_a_port_its_frames_in_bursts(rig, rate, batch, bursts):
+    """At a fixed rate a port's frames go out --tx-batch at a time, or fewer when the
+    port's rate would make a burst wait more than 200 us. The counts agree with
+    conduitd's either way."""
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", rate,
+                         "--duration", "1", "--tx-batch", str(batch), "--no-learn")
+    assert rc == 0, gen.output()
+    assert r["traffic"]["tx_batch"] == batch
+    [t] = r["trials"]
+    assert t["sent"] > 0
+    for port in ("g1", "g2"):
+        p = t["ports"][port]
+        per_call = (p["tx_frames"] + p["refused"]) / p["tx_calls"]
+        if bursts:
+            assert per_call >= batch, p
+        else:
+            assert per_call < 2, p
+    check_counts_agree(cd, r)
+
+
 def test_max_rate_counts_agree_with_conduitd(rig):
     cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "max", "--duration", "1", "--trials", "2")
     assert rc == 0, gen.output()

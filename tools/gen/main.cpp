@@ -245,6 +245,7 @@ int run(Options o) {
     report.expect_loopback = o.expect_loopback;
     report.macs = o.macs;
     report.flows = o.flows;
+    report.tx_batch = o.tx_batch;
     for (std::size_t i = 0; i < ports.size(); ++i) {
         report.ports.push_back({ports.spec(i).name,
                                 ports.spec(i).description,

@@ -139,7 +139,9 @@ Modes (--mode):
 
 Common: --duration S (default 5), --warmup S, --trials N, --rx-pause PORT:AT:FOR (stop
   receiving on PORT for FOR seconds, AT seconds into each trial: a guest not draining),
-  --max-loss RATIO (exit 3 if a fixed/max trial loses more), --drain S (default 2)
+  --max-loss RATIO (exit 3 if a fixed/max trial loses more), --drain S (default 2),
+  --tx-batch N (at a fixed rate a port sends N frames a call, or what 200 us of its
+  rate makes when that is fewer; 1: every frame as soon as it is due; default 8)
 Process: --cpu N (traffic lcore, default 0), --main-cpu N, --file-prefix P (default
   conduit-gen), --memory MB, --no-huge, --port-timeout S (default 30), --start-on-stdin
   (once every port is up print "conduit-gen: ready" and wait for a line on stdin)
@@ -235,6 +237,10 @@ Options parse_options(int argc, char** argv) {
          }},
         {"--max-loss", [&](const std::string& v) { o.max_loss = to_double(v, "--max-loss"); }},
         {"--drain", [&](const std::string& v) { o.drain_max_s = to_double(v, "--drain"); }},
+        {"--tx-batch",
+         [&](const std::string& v) {
+             o.tx_batch = static_cast<unsigned>(to_count(v, "--tx-batch", 1, 64));
+         }},
         {"--cpu",
          [&](const std::string& v) {
              o.cpu = static_cast<unsigned>(to_count(v, "--cpu", 0, 1023));

@@ -61,6 +61,9 @@ struct Options {
     double port_timeout_s = 30;
     bool start_on_stdin = false;  // print "ready" once every port is up, then wait for a line
     double drain_max_s = 2;
+    // At a fixed rate a port's frames go out this many at a time (fewer when the port's
+    // rate would make a burst wait longer than kTxBatchWait); 1: each as soon as due.
+    unsigned tx_batch = 8;
     // Output.
     std::string json_path, markdown_path, plot_path, title;
     double progress_s = 1;  // 0: no progress line

@@ -158,7 +158,8 @@ std::string to_json(const Report& report) {
     j["traffic"] = {{"topology", report.topology},
                     {"expect_loopback", report.expect_loopback},
                     {"macs", report.macs},
-                    {"flows", report.flows}};
+                    {"flows", report.flows},
+                    {"tx_batch", report.tx_batch}};
     json ports = json::array();
     for (const PortReport& p : report.ports) {
         json port = {{"name", p.name},

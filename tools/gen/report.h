@@ -74,6 +74,7 @@ struct Report {
     std::string topology;
     bool expect_loopback = false;
     uint32_t macs = 0, flows = 1;
+    unsigned tx_batch = 1;  // frames a fixed rate sends a port per call (--tx-batch)
     std::vector<PortReport> ports;
     std::vector<PhaseResult> trials;  // every measured phase, in order
     std::vector<SizeReport> sizes;    // rfc2544

@@ -130,6 +130,7 @@ void Runner::learn(const SizeMix& sizes) {
     p.sizes = SizeMix::fixed(std::min<uint16_t>(sizes.largest(), 64));
     p.rate_pps = o_.learn_rate_pps;
     p.drain_max_s = o_.drain_max_s;
+    p.tx_batch = static_cast<uint16_t>(o_.tx_batch);
     engine_.run(p, nullptr, 0);
     sleep_s(o_.learn_settle_s);
 }
@@ -144,6 +145,7 @@ PhaseResult Runner::trial(const TrialSpec& spec) {
     p.duration_s = spec.duration_s;
     p.warmup_s = spec.warmup_s;
     p.drain_max_s = o_.drain_max_s;
+    p.tx_batch = static_cast<uint16_t>(o_.tx_batch);
     p.pauses = pauses_;
     p.rx_ports = plan_ports_;
     running_label_ = spec.label;
@@ -311,6 +313,7 @@ PhaseResult Runner::run_one_stream(const std::string& label, double rate_pps, St
     phase.sizes = SizeMix::fixed(64);
     phase.rate_pps = rate_pps;
     phase.drain_max_s = o_.drain_max_s;
+    phase.tx_batch = static_cast<uint16_t>(o_.tx_batch);
     running_label_ = label;
     running_duration_s_ = 0;
     return engine_.run(

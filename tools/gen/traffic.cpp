@@ -24,6 +24,8 @@ namespace {
 // four: 24 -> 21 cycles a frame on the ring, 128 -> 123 on memif, 152 -> 148 on
 // virtio-user).
 constexpr uint16_t kBurst = 64;
+// The longest a port's frames wait for a fixed rate's burst to fill (PhaseSpec::tx_batch).
+constexpr double kTxBatchWait = 200e-6;
 // Frames asked of a port per receive call: more than a transmit call sends, so that a
 // port fed one burst per round (a loopback, a switch keeping pace) is emptied in one
 // call, not in one and an empty one.
@@ -68,6 +70,7 @@ struct Engine::PortState {
     uint64_t attempted = 0;     // frames built for this port (fixed rate)
     uint64_t skipped = 0;       // frames the schedule wanted while the generator was late
     uint64_t backlog_cap = kBurst;
+    uint64_t min_batch = 1;  // frames due before a call is made (fixed rate)
     std::vector<uint16_t> sizes;
     std::size_t size_i = 0;
     rte_mbuf* pending[kBurst] = {};
@@ -174,6 +177,10 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
             // machine a vCPU is away for a millisecond now and then) catches up by at
             // most 1 ms of frames, in bursts; the rest is skipped and reported.
             ps.backlog_cap = std::max<uint64_t>(kBurst, static_cast<uint64_t>(port_pps * 1e-3));
+            // A burst waits for at most kTxBatchWait of the port's frames: a slow port
+            // sends smaller bursts rather than long silences.
+            ps.min_batch = std::clamp<uint64_t>(static_cast<uint64_t>(port_pps * kTxBatchWait), 1,
+                                                std::clamp<uint16_t>(phase.tx_batch, 1, kBurst));
         }
     }
     if (!phase.rx_ports.empty()) {
@@ -390,7 +397,7 @@ bool Engine::transmit(PortState& port, uint64_t now) {
     const auto due_total =
         static_cast<uint64_t>(static_cast<double>(now - start_tsc_) * port.frames_per_tsc);
     const uint64_t done = port.attempted + port.skipped;
-    if (due_total <= done) {
+    if (due_total < done + port.min_batch) {
         return false;
     }
     uint64_t due = due_total - done;
