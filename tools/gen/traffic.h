@@ -87,6 +87,7 @@ struct StreamResult {
 struct PortPhaseCounters {
     uint64_t tx_frames = 0, tx_bytes = 0, refused = 0;
     uint64_t rx_frames = 0, rx_bytes = 0;
+    uint64_t rx_calls = 0;                      // receive calls that returned frames
     uint64_t rx_stale = 0;                      // ours, from an earlier phase
     uint64_t rx_foreign = 0;                    // not ours at all
     uint64_t tx_calls = 0, tx_calls_short = 0;  // transmit calls, and those the port cut short
