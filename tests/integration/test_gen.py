@@ -80,8 +80,8 @@ class Gen:
         rigmod.remove_dpdk_files(self.prefix)
 
 
-def guest_ports(rig, names):
-    return [f"{n}=virtio:path={rig.sock(n)}" for n in names]
+def guest_ports(rig, names, driver="native"):
+    return [f"{n}=virtio:path={rig.sock(n)},driver={driver}" for n in names]
 
 
 def switch(rig, names, uplink=None, workers=(1,), **bridge):
@@ -92,10 +92,10 @@ def switch(rig, names, uplink=None, workers=(1,), **bridge):
 
 
 def run(rig, names, *args, uplink=None, gen_uplink=None, bridge=None, workers=(1,),
-        timeout=180):
+        timeout=180, driver="native"):
     """conduitd and conduit-gen up, conduitd's baseline taken, then the run; returns
-    (conduitd, gen, exit status, result)."""
-    ports = guest_ports(rig, names) + ([f"uplink={gen_uplink}"] if gen_uplink else [])
+    (conduitd, gen, exit status, result). `driver`: the guest ports' (native or dpdk)."""
+    ports = guest_ports(rig, names, driver) + ([f"uplink={gen_uplink}"] if gen_uplink else [])
     gen = Gen(rig, ports, *args)
     cd = switch(rig, names, uplink, workers, **(bridge or {}))
     if uplink:
@@ -122,6 +122,9 @@ def check_counts_agree(cd, result, phases_with_loss_only=True):
         c = ports[p["name"]]
         assert p["tx_frames"] == c["rx_packets"], (p, c)
         assert p["rx_frames"] == c["tx_packets"], (p, c)
+    # A guest NIC found nothing wrong in what the switch wrote in its rings.
+    for t in result["trials"]:
+        assert all(p["bad_entries"] == 0 for p in t["ports"].values()), t["ports"]
     lost_inside = sum(t["lost"] - t["refused"] for t in result["trials"])
     drops = sum(v for c in ports.values() for k, v in c.items() if k.startswith(DROP))
     assert lost_inside == drops, (lost_inside, {n: {k: v for k, v in c.items()
@@ -184,8 +187,11 @@ def test_fixed_rate_sends_a_port_its_frames_in_bursts(rig, rate, batch, bursts):
     check_counts_agree(cd, r)
 
 
-def test_max_rate_counts_agree_with_conduitd(rig):
-    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "max", "--duration", "1", "--trials", "2")
+@pytest.mark.parametrize("driver", ["native", "dpdk"])
+def test_max_rate_counts_agree_with_conduitd(rig, driver):
+    """With either guest driver: the generator's own NIC or DPDK's virtio-user."""
+    cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "max", "--duration", "1", "--trials", "2",
+                         driver=driver)
     assert rc == 0, gen.output()
     assert len(r["trials"]) == 2 and all(t["target_pps"] == 0 for t in r["trials"])
     [size] = r["sizes"]
@@ -365,12 +371,14 @@ def test_memif_client_with_more_queues_than_the_server_is_told_why(rig):
             "its driver (net_af_packet) has at most 1 and 1") in out, out
 
 
-def test_port_that_never_comes_up_is_named(rig):
-    # A listening guest port that no switch ever connects to.
-    out = gen_that_cannot_start(rig, f"lonely=virtio:path={rig.sock('lonely')}",
+@pytest.mark.parametrize("driver,said", [("native", "guest NIC listening on "),
+                                          ("dpdk", "virtio-user listening on ")])
+def test_port_that_never_comes_up_is_named(rig, driver, said):
+    # A listening guest port that no switch ever connects to, with either driver.
+    out = gen_that_cannot_start(rig, f"lonely=virtio:path={rig.sock('lonely')},driver={driver}",
                                 "itest-gen-lonely")
-    assert ("port lonely (virtio-user listening on " + rig.sock("lonely") +
-            ") never came up: no switch connected") in out, out
+    assert ("port lonely (" + said + rig.sock("lonely") + ") never came up: no switch "
+            "connected to " + rig.sock("lonely") + " within 2 s") in out, out
     assert not pathlib.Path(rig.sock("lonely")).exists()
     assert not pathlib.Path("/var/run/dpdk/itest-gen-lonely").exists()
     # The wire's memif server is not there.

@@ -294,28 +294,14 @@ uint16_t checksum(const uint8_t* p, int len) {
     return static_cast<uint16_t>(sum);
 }
 
-// An mbuf header over a plain buffer: enough for writing and reading one frame.
-struct FakeMbuf {
-    alignas(64) std::array<uint8_t, sizeof(rte_mbuf)> header{};
-    std::array<uint8_t, 2048> buf{};
-    rte_mbuf* m = reinterpret_cast<rte_mbuf*>(header.data());
-    FakeMbuf() {
-        m->buf_addr = buf.data();
-        m->buf_len = static_cast<uint16_t>(buf.size());
-        m->data_off = RTE_PKTMBUF_HEADROOM;
-    }
-    const uint8_t* data() const { return buf.data() + RTE_PKTMBUF_HEADROOM; }
-};
-
 TEST(FrameTemplate, WritesAValidIpv4UdpFrameWithItsStamp) {
     for (int vlan : {-1, 100}) {
         for (uint16_t len : {uint16_t{64}, uint16_t{570}, uint16_t{1518}}) {
-            FakeMbuf f;
             const FrameTemplate t(0xC6120001, 0xC6130101, 5001, vlan);
             const Stamp stamp{static_cast<uint16_t>(kMagicHigh | 7), 3, 123456, 987654321};
-            t.write(f.m, 0x02C0'0100'0005ULL, 0x02C0'0000'0009ULL, 1111, len, stamp);
-            EXPECT_EQ(f.m->pkt_len, len);
-            const uint8_t* d = f.data();
+            std::vector<uint8_t> buf(len);
+            t.write(buf.data(), 0x02C0'0100'0005ULL, 0x02C0'0000'0009ULL, 1111, len, stamp);
+            const uint8_t* d = buf.data();
             EXPECT_EQ(d[0], 0x02);
             EXPECT_EQ(d[5], 0x05);
             EXPECT_EQ(d[11], 0x09);
@@ -398,7 +384,9 @@ TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     EXPECT_EQ(up.devargs.find("queues"), std::string::npos);
     EXPECT_NE(up.devargs.find("net_memif3,role=client,socket=/tmp/m.sock"), std::string::npos);
     EXPECT_NE(up.devargs.find(",rsize=11"), std::string::npos);
-    const PortSpec g = parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=1024", 0, 0x2);
+    const PortSpec g =
+        parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=1024,driver=dpdk", 0, 0x2);
+    EXPECT_EQ(g.kind, PortKind::kVirtio);
     EXPECT_EQ(g.rx_queues, 1);
     EXPECT_EQ(g.tx_queues, 1);
     EXPECT_NE(g.devargs.find(",queues=1,"), std::string::npos);
@@ -407,6 +395,28 @@ TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     EXPECT_EQ(parse_port_spec("g1=virtio:path=/tmp/g.sock", 0, 0x2).virtio_ring, 256);
     EXPECT_THROW(parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=big", 0, 0x2),
                  std::invalid_argument);
+    // The native driver (the default) is no PMD: it takes no devargs, and its ring size
+    // must be a power of two.
+    const PortSpec n = parse_port_spec("g1=virtio:path=/tmp/g.sock,queue_size=512,server=0", 0, 2);
+    EXPECT_EQ(n.kind, PortKind::kGuest);
+    EXPECT_EQ(n.virtio_ring, 512);
+    EXPECT_FALSE(n.listens);
+    EXPECT_EQ(n.description, "guest NIC connecting to /tmp/g.sock");
+    auto message = [](const std::string& spec) {
+        try {
+            parse_port_spec(spec, 0, 0x1);
+        } catch (const std::invalid_argument& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,queue_size=300"),
+              "port g1: queue_size must be a power of two, not 300");
+    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,in_order=0"),
+              "port g1: in_order= is an option of DPDK's virtio-user driver (driver=dpdk); the "
+              "native driver takes path=, server=, queue_size=, queues=, rxq=, vlan=");
+    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,driver=qemu"),
+              "port g1: driver must be native or dpdk, not 'qemu'");
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
                  std::invalid_argument);
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=9", 0, 0x1),
@@ -422,8 +432,11 @@ TEST(PortSpec, ReceiveQueuesAloneKeepOneTransmitQueue) {
     EXPECT_EQ(up.devargs.find("rxq"), std::string::npos);
     EXPECT_NE(up.description.find("2 receive, 1 transmit queues"), std::string::npos);
     // A virtio-user NIC gets enough queue pairs for its receive queues.
-    const PortSpec g = parse_port_spec("g=virtio:path=/tmp/g.sock,rxq=3", 1, 0x2);
+    const PortSpec g = parse_port_spec("g=virtio:path=/tmp/g.sock,rxq=3,driver=dpdk", 1, 0x2);
     EXPECT_NE(g.devargs.find(",queues=3,"), std::string::npos);
+    const PortSpec n = parse_port_spec("g=virtio:path=/tmp/g.sock,rxq=3", 1, 0x2);
+    EXPECT_EQ(n.rx_queues, 3);
+    EXPECT_EQ(n.tx_queues, 1);
     auto message = [](const std::string& spec) {
         try {
             parse_port_spec(spec, 0, 0x1);

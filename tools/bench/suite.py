@@ -14,8 +14,8 @@ CPU 0 for the run (quiet_cpu.py).
 
 The generator's ceiling comes first: conduit-gen alone on a loopback ring and on a
 memif pair in one process, next to testpmd's mac forwarding on the same links, and
-both generators driving testpmd io over virtio-user, each reporting its CPU cycles per
-frame.
+both generators driving testpmd io as two guests (conduit-gen with its own guest NICs,
+testpmd with virtio-user), each reporting its CPU cycles per frame.
 """
 import argparse
 import contextlib
@@ -357,7 +357,7 @@ def gen_case_args(case, switch, socks, memif, args):
     # Rings of 1024 descriptors, as a VM's NIC may have (QEMU's largest): with the default
     # 256 a 1 ms stall of the switch's vCPU (common on a shared machine) loses frames at
     # any rate above 256,000 per second and guest, which would make NDR measure the host.
-    ports = [f"--port={n}=virtio:path={s},queue_size={GUEST_RING}"
+    ports = [f"--port={n}=virtio:path={s},queue_size={GUEST_RING},driver={args.guest_driver}"
              for n, s in zip(case.port_names(), socks)]
     if case.uplink:
         queues = switch.uplink_tx_queues()
@@ -806,9 +806,11 @@ def ceiling_section(costs):
     L = ["## The generator's ceiling", "",
          "So that a generator limit is never read as a switch limit: conduit-gen alone (no",
          "switch, one core) on an in-process loopback ring (no copy), on a memif pair and on",
-         "a virtio-user NIC connected to a vhost-user port of its own (both ends' work paid",
-         "by its one core), next to testpmd's mac forwarding on the same links; then both",
-         "generators over virtio-user driving the same switch (testpmd io on the other core).",
+         "a guest NIC connected to a vhost-user port of its own (both ends' work paid by its",
+         "one core), next to testpmd's mac forwarding on the same links; then both generators",
+         "as two guests driving the same switch (testpmd io on the other core). Each uses",
+         "its own guest NIC driver: conduit-gen its native one (docs/conduit-gen.md, Guest",
+         "NICs), testpmd DPDK's virtio-user.",
          "Cycles per frame: the TSC cycles of conduit-gen's receive and transmit calls that",
          "received, built or sent frames (building, stamping, sending, receiving, sequence",
          "and latency accounting, and the loop's bookkeeping before each such call; empty",
@@ -834,7 +836,7 @@ def ceiling_section(costs):
                  f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
                  f"{cycles(row['testpmd_cycles'])} |")
     for row in costs["virtio"]:
-        L.append(f"| virtio-user via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
+        L.append(f"| 2 guests via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
                  f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
                  f"{cycles(row['testpmd_cycles'])} |")
     if costs.get("error"):
@@ -968,7 +970,12 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "frames during the maximum-load trials: below 100% it had time to spare, so the",
           "switch, not the generator, set the rate.", "",
           "## Method", "",
-          "conduit-gen acts as the guests: one virtio-user port per guest, listening",
+          *(["conduit-gen acts as the guests: one guest NIC of its own per guest",
+             "(`driver=native`: split virtqueues over vhost-user, VIRTIO_F_VERSION_1, no",
+             "mergeable buffers; `--guest-driver dpdk` gives DPDK's virtio-user), listening"]
+            if getattr(args, "guest_driver", "dpdk") == "native" else
+            ["conduit-gen acts as the guests: one DPDK virtio-user port per guest",
+             "(`--guest-driver dpdk`), listening"]),
           "(`server=1`, as a VM's NIC does with conduitd's default client mode) with rings of",
           f"{GUEST_RING} descriptors (`queue_size`, the largest QEMU gives a VM), and, in the",
           "16-guest cases, as the wire: a `net_memif` client to the switch's memif server",
@@ -991,8 +998,8 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
           "  though: switched, almost every frame of the 16-guest cases (16 guests to one",
           "  uplink) reaches the generator through the memif uplink, whose client copies it",
           "  out on the generator's core, and the uplink's frames reach each guest two or so",
-          "  at a time; looped, each guest's frames come back whole bursts at a time over",
-          "  virtio-user, copied by testpmd's vhost side. With the generator the limit there",
+          "  at a time; looped, each guest's frames come back whole bursts at a time to its",
+          "  guest NIC, copied by testpmd's vhost side. With the generator the limit there",
           "  (*(!)* below), part of testpmd's lead in those cases is the generator's, not",
           "  the switch's: compare its cycles per frame in `docs/benchmarks.json`.",
           "- OVS-DPDK: a netdev bridge with `dpdkvhostuserclient` ports, the memif uplink as a",
@@ -1044,6 +1051,8 @@ def main():
     ap.add_argument("--cost-rounds", type=int, default=3,
                     help="rounds of the generator's cost per frame, next to testpmd's (medians)")
     ap.add_argument("--quick", action="store_true", help="1 trial, 2-step searches (a smoke run)")
+    ap.add_argument("--guest-driver", choices=["native", "dpdk"], default="native",
+                    help="conduit-gen's guest NICs: its own (native) or DPDK's virtio-user")
     ap.add_argument("--cases", default=",".join(c.key for c in CASES))
     ap.add_argument("--switches", default=",".join(SWITCHES))
     ap.add_argument("--sizes", default=",".join(SIZES))

@@ -94,16 +94,14 @@ class FrameTemplate {
     static constexpr std::size_t kBytes = kEthLen + kVlanLen + kIpLen + kUdpLen;
     const uint8_t* bytes() const { return bytes_; }
     uint16_t header_len() const { return header_len_; }
-    // `len` is the whole frame (no FCS on virtual links); the mbuf must have room.
-    // Inline: it runs once per frame sent.
-    void write(rte_mbuf* m, Mac dst, Mac src, uint16_t udp_src, uint16_t len,
+    // `len` is the whole frame (no FCS on virtual links); the buffer must have room.
+    // Inline: it runs once per frame sent. Only the headers and the stamp are written:
+    // the rest of the frame is whatever the buffer held.
+    void write(uint8_t* data, Mac dst, Mac src, uint16_t udp_src, uint16_t len,
                const Stamp& stamp) const {
-        auto* data = rte_pktmbuf_mtod(m, uint8_t*);
         std::memcpy(data, bytes_, sizeof bytes_);  // fixed size: a few vector stores
         patch(data, dst, src, udp_src, len);
         std::memcpy(data + header_len_, &stamp, sizeof stamp);
-        m->data_len = len;
-        m->pkt_len = len;
     }
 
     // A stream whose frames differ only in their stamp (one source and destination
@@ -113,12 +111,9 @@ class FrameTemplate {
         complete_len_ = len;
     }
     uint16_t complete_len() const { return complete_len_; }
-    void write_complete(rte_mbuf* m, const Stamp& stamp) const {
-        auto* data = rte_pktmbuf_mtod(m, uint8_t*);
+    void write_complete(uint8_t* data, const Stamp& stamp) const {
         std::memcpy(data, bytes_, sizeof bytes_);
         std::memcpy(data + header_len_, &stamp, sizeof stamp);
-        m->data_len = complete_len_;
-        m->pkt_len = complete_len_;
     }
 
   private:

@@ -177,6 +177,11 @@ int run(Options o) {
     for (const std::string& s : o.sizes) {
         largest = std::max(largest, SizeMix::parse(s).largest());
     }
+    // A guest NIC's buffers hold the largest frame sent (the switch may add a VLAN tag),
+    // and never less than a standard frame: the switch delivers others' frames too.
+    for (PortSpec& s : specs) {
+        s.frame_room = std::max<uint32_t>(2048 - 12, largest + 4u);
+    }
     // One pool for every port: each receive ring keeps its descriptors filled and each
     // transmit ring holds frames until the peer has taken them.
     unsigned mbufs = 4096;

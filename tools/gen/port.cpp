@@ -21,7 +21,8 @@
 #include <mutex>
 #include <thread>
 
-#include "vmm/util/unique_fd.h"  // a header of its own: no link to the VMM
+#include "tools/gen/vnic.h"
+#include "vmm/util/unique_fd.h"
 
 namespace conduit::gen {
 
@@ -111,6 +112,7 @@ std::string device_name(const std::string& devargs) {
 // Why a probe failed, in terms of what the user can check.
 std::string probe_hint(const PortSpec& s) {
     switch (s.kind) {
+        case PortKind::kGuest:
         case PortKind::kVirtio:
             return s.listens ? "cannot listen there (directory missing, or not writable?)"
                              : "nothing accepts the connection: is the switch listening there "
@@ -276,7 +278,7 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
             s.rx_queues = n;
             s.tx_queues = key == "queues" ? n : 1;
         } else if (key == "path" || key == "socket" || key == "iface" || key == "server" ||
-                   key == "role" || key == "mac") {
+                   key == "role" || key == "mac" || key == "driver") {
             own[key] = value;
         } else {
             if (key == "queue_size") {
@@ -304,14 +306,48 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
     };
     const std::string mac_arg = own.count("mac") ? own["mac"] : mac_text(mac);
     if (kind == "virtio") {
-        reject_others({"path", "server", "mac"});
-        s.kind = PortKind::kVirtio;
+        reject_others({"path", "server", "mac", "driver"});
         s.socket = need("path");
         const std::string server = own.count("server") ? own["server"] : "1";
         if (server != "0" && server != "1") {
             throw std::invalid_argument("port " + s.name + ": server must be 0 or 1");
         }
         s.listens = server == "1";
+        const std::string driver = own.count("driver") ? own["driver"] : "native";
+        if (driver == "native") {
+            // conduit-gen's own guest NIC: it takes the ring's size and queues, and
+            // nothing for a PMD.
+            s.kind = PortKind::kGuest;
+            if (own.count("mac") != 0) {
+                throw std::invalid_argument(
+                    "port " + s.name +
+                    ": mac= sets DPDK virtio-user's address (driver=dpdk); the native NIC has "
+                    "none of its own (its frames carry their streams' addresses)");
+            }
+            const std::string rest = passthrough.empty() ? "" : passthrough.substr(1);
+            for (const auto& [key, value] : split_options(rest, s.name)) {
+                if (key != "queue_size") {
+                    throw std::invalid_argument(
+                        "port " + s.name + ": " + key +
+                        "= is an option of DPDK's virtio-user driver (driver=dpdk); the "
+                        "native driver takes path=, server=, queue_size=, queues=, rxq=, "
+                        "vlan=");
+                }
+            }
+            if (s.virtio_ring < 2 || (s.virtio_ring & (s.virtio_ring - 1)) != 0) {
+                throw std::invalid_argument("port " + s.name +
+                                            ": queue_size must be a power of two, not " +
+                                            std::to_string(s.virtio_ring));
+            }
+            s.description = "guest NIC " +
+                            std::string(s.listens ? "listening on " : "connecting to ") + s.socket;
+            return s;
+        }
+        if (driver != "dpdk") {
+            throw std::invalid_argument("port " + s.name +
+                                        ": driver must be native or dpdk, not '" + driver + "'");
+        }
+        s.kind = PortKind::kVirtio;
         // virtio-user's queues= counts pairs: enough for both directions.
         s.devargs = "net_virtio_user" + idx + ",path=" + s.socket + ",server=" + server +
                     ",queues=" + std::to_string(std::max(s.rx_queues, s.tx_queues)) +
@@ -356,7 +392,8 @@ PortSet::PortSet(std::vector<PortSpec> specs)
     : specs_(std::move(specs)),
       ids_(specs_.size(), UINT16_MAX),
       probed_(specs_.size(), false),
-      started_(specs_.size(), false) {
+      started_(specs_.size(), false),
+      vnics_(specs_.size()) {
     if (specs_.size() > RTE_MAX_ETHPORTS) {
         throw std::invalid_argument("at most " + std::to_string(RTE_MAX_ETHPORTS) +
                                     " ports (DPDK's RTE_MAX_ETHPORTS)");
@@ -364,6 +401,10 @@ PortSet::PortSet(std::vector<PortSpec> specs)
 }
 
 PortSet::~PortSet() {
+    // Guest NICs first: one may be connected to a vhost-user port of this process.
+    for (auto& nic : vnics_) {
+        nic.reset();
+    }
     // In reverse: a virtio-user port goes before the vhost-user port it is connected to.
     for (std::size_t i = specs_.size(); i-- > 0;) {
         if (started_[i]) {
@@ -552,8 +593,36 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     }
 }
 
+void PortSet::connect_guest(std::size_t i, double timeout_s) {
+    Vnic& nic = *vnics_[i];
+    if (nic.alive()) {
+        return;
+    }
+    if (nic.running() || !nic.error().empty()) {
+        std::fprintf(stderr, "conduit-gen: port %s: the switch went away (%s); waiting for it\n",
+                     specs_[i].name.c_str(), nic.error().c_str());
+    }
+    const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    try {
+        nic.connect(timeout);
+    } catch (const std::runtime_error& e) {
+        // Vnic's messages start with the port's name; said here with its description.
+        std::string why = e.what();
+        const std::string prefix = "port " + specs_[i].name + ": ";
+        if (why.rfind(prefix, 0) == 0) {
+            why.erase(0, prefix.size());
+        }
+        throw PortError("port " + specs_[i].name + " (" + specs_[i].description +
+                        ") never came up: " + why);
+    }
+}
+
 void PortSet::wait_link(std::size_t i, double timeout_s) {
     const PortSpec& s = specs_[i];
+    if (s.kind == PortKind::kGuest) {
+        connect_guest(i, timeout_s);
+        return;
+    }
     const auto begin = Clock::now();
     auto restarted = begin;
     // Doubles after each restart (2, 4, 8 s), so that a handshake slower than the first
@@ -618,10 +687,41 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
     auto connecting = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && !s.listens; };
     auto listening = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && s.listens; };
     std::vector<std::vector<std::size_t>> groups(3);
+    std::vector<std::size_t> guests;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
+        if (specs_[i].kind == PortKind::kGuest) {
+            guests.push_back(i);
+            continue;
+        }
         groups[listening(specs_[i]) ? 2 : connecting(specs_[i]) ? 1 : 0].push_back(i);
     }
-    for (auto& group : groups) {
+    // Guest NICs of our own listen from the start (a switch may connect to any port at
+    // any time), and connect once the ports of the first group, which may be the
+    // vhost-user ports they connect to, are there.
+    for (const std::size_t i : guests) {
+        const PortSpec& s = specs_[i];
+        VnicOptions o;
+        o.name = s.name;
+        o.socket = s.socket;
+        o.listen = s.listens;
+        o.queue_pairs = std::max(s.rx_queues, s.tx_queues);
+        o.ring_size = s.virtio_ring;
+        o.frame_room = s.frame_room;
+        try {
+            vnics_[i] = std::make_unique<Vnic>(o);
+        } catch (const std::exception& e) {
+            throw PortError(std::string(e.what()));
+        }
+    }
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+        auto& group = groups[g];
+        if (g == 1) {
+            std::stable_partition(guests.begin(), guests.end(),
+                                  [this](std::size_t i) { return !specs_[i].listens; });
+            for (const std::size_t i : guests) {
+                connect_guest(i, timeout_s);
+            }
+        }
         if (group.empty()) {
             continue;
         }

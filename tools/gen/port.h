@@ -19,7 +19,9 @@ struct rte_mempool;
 
 namespace conduit::gen {
 
-enum class PortKind { kVirtio, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
+// kGuest: a guest NIC of conduit-gen's own (tools/gen/vnic, virtio driver=native);
+// kVirtio: DPDK's virtio-user PMD (driver=dpdk).
+enum class PortKind { kGuest, kVirtio, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
 
 // Queues a port may open each way (each receive queue is polled on every round).
 inline constexpr uint16_t kMaxPortQueues = 8;
@@ -43,8 +45,10 @@ struct PortSpec {
     // receive queues and keeps one transmit queue.
     uint16_t rx_queues = 1;
     uint16_t tx_queues = 1;
-    // virtio: the ring's size (virtio-user's queue_size=, 256 unless given).
+    // virtio: the ring's size (queue_size=, 256 unless given).
     uint16_t virtio_ring = 256;
+    // A guest port's buffer room for one frame: set from the run's largest frame.
+    uint32_t frame_room = 2048;
     Mac mac = 0;
 };
 
@@ -69,6 +73,7 @@ class StuckProbe : public PortError {
 };
 
 class InterruptThreadCaller;
+class Vnic;
 
 class PortSet {
   public:
@@ -89,12 +94,16 @@ class PortSet {
     std::size_t size() const { return specs_.size(); }
     const PortSpec& spec(std::size_t i) const { return specs_[i]; }
     uint16_t id(std::size_t i) const { return ids_[i]; }
+    // The guest NIC of a kGuest port (null for an ethdev).
+    Vnic* vnic(std::size_t i) const { return vnics_[i].get(); }
     int find(const std::string& name) const;
 
   private:
     void probe(const std::vector<std::size_t>& order, double timeout_s);
     void start_port(std::size_t i, rte_mempool* pool, double timeout_s);
     void wait_link(std::size_t i, double timeout_s);
+    // A guest NIC: connected now, or (again, after its switch went away) within the time.
+    void connect_guest(std::size_t i, double timeout_s);
     // A memif port's start, stop and close run on DPDK's interrupt thread (port.cpp says
     // why); other ports' on the calling thread.
     int on_control_thread(PortKind kind, const std::function<int()>& call);
@@ -103,6 +112,7 @@ class PortSet {
     std::vector<uint16_t> ids_;
     std::vector<bool> probed_;
     std::vector<bool> started_;
+    std::vector<std::unique_ptr<Vnic>> vnics_;
     std::unique_ptr<InterruptThreadCaller> interrupt_thread_;  // made on first use
 };
 

@@ -43,10 +43,12 @@ json phase_json(const PhaseResult& r, const Report& report) {
     for (std::size_t i = 0; i < r.ports.size(); ++i) {
         const PortPhaseCounters& c = r.ports[i];
         ports[report.ports[i].name] = {
-            {"tx_frames", c.tx_frames},          {"tx_bytes", c.tx_bytes}, {"refused", c.refused},
-            {"rx_frames", c.rx_frames},          {"rx_bytes", c.rx_bytes}, {"rx_stale", c.rx_stale},
-            {"rx_foreign", c.rx_foreign},        {"tx_calls", c.tx_calls}, {"rx_calls", c.rx_calls},
-            {"tx_calls_short", c.tx_calls_short}};
+            {"tx_frames", c.tx_frames},    {"tx_bytes", c.tx_bytes},
+            {"refused", c.refused},        {"rx_frames", c.rx_frames},
+            {"rx_bytes", c.rx_bytes},      {"rx_stale", c.rx_stale},
+            {"rx_foreign", c.rx_foreign},  {"tx_calls", c.tx_calls},
+            {"rx_calls", c.rx_calls},      {"tx_calls_short", c.tx_calls_short},
+            {"bad_entries", c.bad_entries}};
         if (report.ports[i].rx_queues > 1) {
             ports[report.ports[i].name]["rx_queue_frames"] = std::vector<uint64_t>(
                 c.rx_queue_frames.begin(), c.rx_queue_frames.begin() + report.ports[i].rx_queues);

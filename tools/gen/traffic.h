@@ -26,6 +26,8 @@ struct rte_mempool;
 
 namespace conduit::gen {
 
+class Vnic;
+
 struct StreamSpec {
     std::string name;  // "g1->uplink"
     uint16_t tx_port = 0;
@@ -91,6 +93,7 @@ struct PortPhaseCounters {
     uint64_t rx_stale = 0;                      // ours, from an earlier phase
     uint64_t rx_foreign = 0;                    // not ours at all
     uint64_t tx_calls = 0, tx_calls_short = 0;  // transmit calls, and those the port cut short
+    uint64_t bad_entries = 0;  // guest NIC: used entries the switch got wrong (tools/gen/vnic)
     // Frames per receive queue: which queues the switch sends on.
     std::array<uint64_t, kMaxPortQueues> rx_queue_frames{};
 };
@@ -163,6 +166,15 @@ class Engine {
     uint16_t receive(PortState& port, uint16_t queue, uint64_t now);
     bool transmit(PortState& port, uint64_t now);  // false: nothing built or sent
     uint16_t build(PortState& port, rte_mbuf** pkts, uint16_t count, uint64_t now);
+    template <typename Frames>
+    uint16_t build_frames(PortState& port, Frames& out, uint16_t count, uint64_t now);
+    // A fixed rate's frames due on the port now (at most a burst), or 0.
+    uint64_t frames_due(PortState& port, uint64_t now);
+    uint16_t receive_guest(PortState& port, uint16_t queue, uint64_t now);
+    bool transmit_guest(PortState& port, uint64_t now);
+    template <typename Frames, typename EachFrame>
+    void account_frames(PortState& port, uint16_t queue, const Frames& in, uint16_t n, uint64_t now,
+                        EachFrame&& each);
     bool take_mbufs(rte_mbuf** pkts, uint16_t count);
     void recycle(rte_mbuf** pkts, uint16_t count);
     void finish_pending(PortState& port);
@@ -205,6 +217,10 @@ class Engine {
     static constexpr uint32_t kStash = 1024;
     rte_mbuf* stash_[kStash] = {};
     uint32_t stash_count_ = 0;
+    // Where a guest port's frames refused at a fixed rate (no buffer left by the switch)
+    // are built, so that their streams count them: a burst of headers and stamps.
+    static constexpr std::size_t kScratchFrame = 128;
+    std::vector<uint8_t> scratch_;
 };
 
 }  // namespace conduit::gen
