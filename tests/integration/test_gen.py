@@ -209,6 +209,33 @@ def test_max_rate_counts_agree_with_conduitd(rig, driver):
              what="the worker sleeping again after its hold")
 
 
+def test_guest_nics_take_a_restarted_switch_back(rig):
+    """conduitd killed and started again while the generator waits to start: its guest
+    NICs (listening, as a VM's) take the new switch's connections when the run starts,
+    on fresh rings, and the run's counts agree with the new conduitd's."""
+    names = ["g1", "g2"]
+    gen = Gen(rig, guest_ports(rig, names), "--mode", "fixed", "--rate", "20k",
+              "--duration", "1")
+    cd = switch(rig, names)
+    gen.start()
+    cd.start()
+    for n in names:
+        cd.wait_port(n, "up", timeout=60)
+    gen.wait_ready()
+    cd.kill()  # SIGKILL: the sessions end with no word
+    cd.start()  # its ports reconnect; the generator answers once told to go
+    cd.record_baseline()
+    gen.go()
+    rc = gen.finish(180)
+    assert rc == 0, gen.output()
+    out = gen.output()
+    for n in names:
+        assert f"conduit-gen: port {n}: the switch went away" in out, out
+    [t] = gen.result()["trials"]
+    assert t["received"] > 0 and t["received"] + t["lost"] == t["offered"], t
+    check_counts_agree(cd, gen.result())
+
+
 def test_rfc2544_two_step_search(rig):
     cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "rfc2544", "--sizes", "64,imix",
                          "--trials", "1", "--duration", "1", "--search-steps", "2",
