@@ -127,6 +127,12 @@ class Conduitd:
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         wait_for(lambda: self._alive() and self._query_ok(), what="conduitd's telemetry")
+        # The control server binds its socket after the telemetry is up: a test that
+        # connects at once found no file there (test_too_many_clients_are_refused, once).
+        control = self.config["control"].get("socket")
+        if control:
+            wait_for(lambda: self._alive() and pathlib.Path(control).is_socket(),
+                     what=f"conduitd's control socket {control}")
         for name in wait_up:
             self.wait_port(name, "up")
         return self
