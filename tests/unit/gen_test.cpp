@@ -376,6 +376,16 @@ TEST(Plan, ImpossibleTopologiesAreRefused) {
     EXPECT_THROW(make_plan(ports(4), "pairs", false, 3, 1, 1), std::invalid_argument);
 }
 
+// What parse_port_spec() says of a spec it refuses ("accepted" when it takes it).
+std::string spec_error(const std::string& spec) {
+    try {
+        parse_port_spec(spec, 0, 0x1);
+    } catch (const std::invalid_argument& e) {
+        return std::string(e.what());
+    }
+    return "accepted";
+}
+
 TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11", 3, 0x1);
     EXPECT_EQ(up.kind, PortKind::kMemif);
@@ -402,20 +412,12 @@ TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
     EXPECT_EQ(n.virtio_ring, 512);
     EXPECT_FALSE(n.listens);
     EXPECT_EQ(n.description, "guest NIC connecting to /tmp/g.sock");
-    auto message = [](const std::string& spec) {
-        try {
-            parse_port_spec(spec, 0, 0x1);
-        } catch (const std::invalid_argument& e) {
-            return std::string(e.what());
-        }
-        return std::string("accepted");
-    };
-    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,queue_size=300"),
+    EXPECT_EQ(spec_error("g1=virtio:path=/tmp/g.sock,queue_size=300"),
               "port g1: queue_size must be a power of two, not 300");
-    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,in_order=0"),
+    EXPECT_EQ(spec_error("g1=virtio:path=/tmp/g.sock,in_order=0"),
               "port g1: in_order= is an option of DPDK's virtio-user driver (driver=dpdk); the "
               "native driver takes path=, server=, queue_size=, queues=, rxq=, vlan=");
-    EXPECT_EQ(message("g1=virtio:path=/tmp/g.sock,driver=qemu"),
+    EXPECT_EQ(spec_error("g1=virtio:path=/tmp/g.sock,driver=qemu"),
               "port g1: driver must be native or dpdk, not 'qemu'");
     EXPECT_THROW(parse_port_spec("up=memif:socket=/tmp/m.sock,queues=0", 0, 0x1),
                  std::invalid_argument);
@@ -437,21 +439,13 @@ TEST(PortSpec, ReceiveQueuesAloneKeepOneTransmitQueue) {
     const PortSpec n = parse_port_spec("g=virtio:path=/tmp/g.sock,rxq=3", 1, 0x2);
     EXPECT_EQ(n.rx_queues, 3);
     EXPECT_EQ(n.tx_queues, 1);
-    auto message = [](const std::string& spec) {
-        try {
-            parse_port_spec(spec, 0, 0x1);
-        } catch (const std::invalid_argument& e) {
-            return std::string(e.what());
-        }
-        return std::string("accepted");
-    };
-    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=0"),
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,rxq=0"),
               "port up: rxq must be a number from 1 to 8, not '0'");
-    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=two"),
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,rxq=two"),
               "port up: rxq must be a number from 1 to 8, not 'two'");
-    EXPECT_EQ(message("up=memif:socket=/tmp/m.sock,rxq=9"),
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,rxq=9"),
               "port up: rxq must be a number from 1 to 8, not '9'");
-    EXPECT_NE(message("up=memif:socket=/tmp/m.sock,queues=2,rxq=2").find("give one of them"),
+    EXPECT_NE(spec_error("up=memif:socket=/tmp/m.sock,queues=2,rxq=2").find("give one of them"),
               std::string::npos);
 }
 

@@ -211,31 +211,27 @@ void Vnic::connect(std::chrono::milliseconds timeout) {
     fo.name = "port " + options_.name;
     fo.queue_pairs = options_.queue_pairs;
     auto session = std::make_unique<Session>(std::move(connection), fo);
-    try {
-        uint64_t wanted = vu::bit(vu::virtio_bit::kVersion1);
-        if (options_.queue_pairs > 1) {
-            wanted |= vu::bit(vu::virtio_bit::kNetMq);
-        }
-        const vu::BackendFeatures b = session->negotiate(wanted);
-        const uint64_t acked = wanted & b.usable;
-        if (acked != wanted) {
-            throw std::runtime_error("port " + options_.name +
-                                     ": the switch does not offer multiqueue");
-        }
-        const vu::MemoryRegion region{0, memory_.size(),
-                                      reinterpret_cast<uint64_t>(memory_.regions().front().host), 0,
-                                      memory_.fd()};
-        std::vector<vu::VringSetup> vrings;
-        for (auto& q : queues_) {
-            vrings.push_back({q->index, q->size, reinterpret_cast<uint64_t>(q->desc),
-                              reinterpret_cast<uint64_t>(q->avail),
-                              reinterpret_cast<uint64_t>(q->used), 0, q->kick.get(),
-                              q->call.get()});
-        }
-        session->start(acked, std::span(&region, 1), vrings);
-    } catch (const vu::Error& e) {
-        throw std::runtime_error(std::string(e.what()));
+    // The library's errors (vu::Error, a std::runtime_error) name the port already.
+    uint64_t wanted = vu::bit(vu::virtio_bit::kVersion1);
+    if (options_.queue_pairs > 1) {
+        wanted |= vu::bit(vu::virtio_bit::kNetMq);
     }
+    const vu::BackendFeatures b = session->negotiate(wanted);
+    const uint64_t acked = wanted & b.usable;
+    if (acked != wanted) {
+        throw std::runtime_error("port " + options_.name +
+                                 ": the switch does not offer multiqueue");
+    }
+    const vu::MemoryRegion region{0, memory_.size(),
+                                  reinterpret_cast<uint64_t>(memory_.regions().front().host), 0,
+                                  memory_.fd()};
+    std::vector<vu::VringSetup> vrings;
+    for (auto& q : queues_) {
+        vrings.push_back({q->index, q->size, reinterpret_cast<uint64_t>(q->desc),
+                          reinterpret_cast<uint64_t>(q->avail), reinterpret_cast<uint64_t>(q->used),
+                          0, q->kick.get(), q->call.get()});
+    }
+    session->start(acked, std::span(&region, 1), vrings);
     session_ = std::move(session);
     if (!options_.listen) {
         endpoint_.session_ended();  // a later connect() tries again at once
