@@ -317,14 +317,16 @@ def test_guest_that_stops_draining_is_detected_as_loss(rig):
     check_counts_agree(cd, r)
 
 
-def test_memif_uplink_star_with_many_macs(rig):
+@pytest.mark.parametrize("driver", ["native", "dpdk"])
+def test_memif_uplink_star_with_many_macs(rig, driver):
     """Two guests and the wire (memif, conduitd listening): every guest <-> the uplink,
-    256 host MACs, per-port counts equal on both sides."""
+    256 host MACs, per-port counts equal on both sides; with either memif driver (the
+    generator's own, or DPDK's net_memif)."""
     sock = rig.sock("memif")
     cd, gen, rc, r = run(rig, ["g1", "g2"], "--mode", "fixed", "--rate", "30k", "--duration", "1",
                          "--topology", "star:uplink", "--macs", "256",
                          uplink=f"net_memif0,role=server,socket={sock}",
-                         gen_uplink=f"memif:socket={sock}")
+                         gen_uplink=f"memif:socket={sock},driver={driver}")
     assert rc == 0, gen.output()
     [t] = r["trials"]
     assert {s["name"] for s in t["streams"]} == {"g1->uplink", "uplink->g1", "g2->uplink",
@@ -382,14 +384,22 @@ def test_memif_uplink_receives_on_every_queue_the_switch_sends_on(rig):
 
 def test_memif_client_with_more_queues_than_the_server_is_told_why(rig):
     """A memif server refuses a client with more transmit rings than it has receive
-    queues, saying nothing to the client: the generator names the queue counts."""
+    queues: DPDK's client hears nothing of it, the generator's own hears the reason;
+    either way the generator names the queue counts."""
     sock = rig.sock("memif")
     cd = switch(rig, ["g1"], f"net_memif0,role=server,socket={sock}")
     cd.start()
+    out = gen_that_cannot_start(rig, f"wire=memif:socket={sock},queues=2,driver=dpdk",
+                                "itest-gen-queues")
+    assert ("port wire (memif client (DPDK net_memif) on " + sock + " (2 receive, 2 transmit "
+            "queues)) never came up: the memif server on " + sock + " did not accept us (it "
+            "refuses a client with more transmit queues than it has receive queues") in out, out
     out = gen_that_cannot_start(rig, f"wire=memif:socket={sock},queues=2", "itest-gen-queues")
     assert ("port wire (memif client on " + sock + " (2 receive, 2 transmit queues)) never "
-            "came up: the memif server on " + sock + " did not accept us (it refuses a client "
-            "with more transmit queues than it has receive queues") in out, out
+            "came up: the peer disconnected: Invalid ring index (a memif server refuses a "
+            "client with more transmit queues than it has receive queues, or more receive "
+            "queues than it has transmit queues: this port has 2 receive and 2 transmit)"
+            ) in out, out
     # Against a driver with fewer queues than asked for, the port says so before DPDK does.
     # (af_packet opens one queue pair unless given qpairs=.)
     out = gen_that_cannot_start(rig, "lo=af_packet:iface=lo,rxq=2", "itest-gen-lo",

@@ -387,7 +387,8 @@ std::string spec_error(const std::string& spec) {
 }
 
 TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
-    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11", 3, 0x1);
+    const PortSpec up =
+        parse_port_spec("up=memif:socket=/tmp/m.sock,queues=2,rsize=11,driver=dpdk", 3, 0x1);
     EXPECT_EQ(up.kind, PortKind::kMemif);
     EXPECT_EQ(up.rx_queues, 2);
     EXPECT_EQ(up.tx_queues, 2);
@@ -425,10 +426,40 @@ TEST(PortSpec, OwnKeysAreTakenAndTheRestGoesToThePmd) {
                  std::invalid_argument);
 }
 
+TEST(PortSpec, TheNativeMemifNicTakesTheKeysItHonours) {
+    const PortSpec m = parse_port_spec(
+        "up=memif:socket=/tmp/m.sock,role=server,id=7,rsize=12,socket-abstract=no,rxq=2", 3, 1);
+    EXPECT_EQ(m.kind, PortKind::kNativeMemif);
+    EXPECT_TRUE(m.listens);
+    EXPECT_EQ(m.memif_id, 7u);
+    EXPECT_EQ(m.memif_log2_ring, 12);
+    EXPECT_FALSE(m.memif_abstract);
+    EXPECT_EQ(m.rx_queues, 2);
+    EXPECT_TRUE(m.devargs.empty());
+    EXPECT_EQ(m.description, "memif server on /tmp/m.sock (2 receive, 1 transmit queues)");
+    const PortSpec d = parse_port_spec("up=memif:socket=/tmp/m.sock", 0, 1);
+    EXPECT_EQ(d.kind, PortKind::kNativeMemif);
+    EXPECT_FALSE(d.listens);
+    EXPECT_EQ(d.memif_log2_ring, 10);
+    EXPECT_TRUE(d.memif_abstract);  // as DPDK's net_memif, so that the two meet
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,bsize=4096"),
+              "port up: bsize= is an option of DPDK's net_memif (driver=dpdk); the native "
+              "driver takes socket=, role=, id=, rsize=, socket-abstract=, queues=, rxq=, vlan=");
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,rsize=15"),
+              "port up: rsize (log2 of the ring size) must be a number from 1 to 14, not '15'");
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,socket-abstract=maybe"),
+              "port up: socket-abstract must be yes or no");
+    EXPECT_NE(spec_error("up=memif:socket=/tmp/m.sock,mac=02:00:00:00:00:01")
+                  .find("mac= sets DPDK net_memif's address (driver=dpdk)"),
+              std::string::npos);
+    EXPECT_EQ(spec_error("up=memif:socket=/tmp/m.sock,driver=vpp"),
+              "port up: driver must be native or dpdk, not 'vpp'");
+}
+
 TEST(PortSpec, ReceiveQueuesAloneKeepOneTransmitQueue) {
     // OVS-DPDK's memif server sends on queue 1 and receives on queue 0 only: the client
     // opens two receive rings and one transmit ring.
-    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,rxq=2", 0, 0x1);
+    const PortSpec up = parse_port_spec("up=memif:socket=/tmp/m.sock,rxq=2,driver=dpdk", 0, 0x1);
     EXPECT_EQ(up.rx_queues, 2);
     EXPECT_EQ(up.tx_queues, 1);
     EXPECT_EQ(up.devargs.find("rxq"), std::string::npos);

@@ -102,9 +102,13 @@ std::string usage() {
 
 usage: conduit-gen --port NAME=KIND[:key=value,...] [--port ...] [--mode MODE] [options]
 
-Ports (one DPDK ethdev each; at most 32):
-  NAME=virtio:path=SOCK[,server=1|0]   a guest NIC (virtio-user); server=1 (default) listens
-  NAME=memif:socket=SOCK[,role=client|server][,id=N]   the wire, shared memory (fast)
+Ports (each a DPDK ethdev or a NIC of the generator's own; at most 32):
+  NAME=virtio:path=SOCK[,server=1|0][,driver=native|dpdk]   a guest NIC; server=1
+                                       (default) listens; driver=native (default) is the
+                                       generator's own NIC, dpdk DPDK's virtio-user
+  NAME=memif:socket=SOCK[,role=client|server][,id=N][,driver=native|dpdk]   the wire,
+                                       shared memory (fast); driver=native (default) is the
+                                       generator's own memif NIC, dpdk DPDK's net_memif
   NAME=af_packet:iface=IF | NAME=af_xdp:iface=IF        the wire, a kernel interface (veth)
   NAME=ring                            in-process loopback (what it sends comes back)
   NAME=dev:DEVARGS                     any DPDK device
@@ -135,7 +139,7 @@ Modes (--mode):
            --learning-ports L,T,M (default the first three) and --aging S (the switch's
            MAC aging time, waited out between iterations; required)
   ceiling  the generator's own limit, no switch (--port not used): a loopback ring, a
-           memif pair and a virtio-user NIC on a vhost-user port, all in this process
+           memif pair and a guest NIC on a vhost-user port, all in this process
 
 Common: --duration S (default 5), --warmup S, --trials N, --rx-pause PORT:AT:FOR (stop
   receiving on PORT for FOR seconds, AT seconds into each trial: a guest not draining),

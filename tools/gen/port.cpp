@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "tools/gen/memif.h"
 #include "tools/gen/vnic.h"
 #include "vmm/util/unique_fd.h"
 
@@ -118,6 +119,7 @@ std::string probe_hint(const PortSpec& s) {
                              : "nothing accepts the connection: is the switch listening there "
                                "(vhost-user server mode)?";
         case PortKind::kMemif:
+        case PortKind::kNativeMemif:
             return "the memif socket could not be created (directory missing?)";
         case PortKind::kAfPacket:
             return "no such interface, or no permission to open it?";
@@ -305,6 +307,25 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
         }
     };
     const std::string mac_arg = own.count("mac") ? own["mac"] : mac_text(mac);
+    // driver=native (the default: a NIC of the generator's own, which has no address of
+    // its own to set) or dpdk (the PMD `pmd`).
+    auto native_driver = [&](const std::string& pmd) {
+        const std::string driver = own.count("driver") ? own["driver"] : "native";
+        if (driver != "native" && driver != "dpdk") {
+            throw std::invalid_argument("port " + s.name +
+                                        ": driver must be native or dpdk, not '" + driver + "'");
+        }
+        if (driver == "native" && own.count("mac") != 0) {
+            throw std::invalid_argument("port " + s.name + ": mac= sets " + pmd +
+                                        "'s address (driver=dpdk); the native NIC has none of "
+                                        "its own (its frames carry their streams' addresses)");
+        }
+        return driver == "native";
+    };
+    // The keys a native NIC is given that would otherwise go to the PMD.
+    auto pmd_keys = [&] {
+        return split_options(passthrough.empty() ? "" : passthrough.substr(1), s.name);
+    };
     if (kind == "virtio") {
         reject_others({"path", "server", "mac", "driver"});
         s.socket = need("path");
@@ -313,19 +334,11 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
             throw std::invalid_argument("port " + s.name + ": server must be 0 or 1");
         }
         s.listens = server == "1";
-        const std::string driver = own.count("driver") ? own["driver"] : "native";
-        if (driver == "native") {
+        if (native_driver("DPDK virtio-user")) {
             // conduit-gen's own guest NIC: it takes the ring's size and queues, and
             // nothing for a PMD.
             s.kind = PortKind::kGuest;
-            if (own.count("mac") != 0) {
-                throw std::invalid_argument(
-                    "port " + s.name +
-                    ": mac= sets DPDK virtio-user's address (driver=dpdk); the native NIC has "
-                    "none of its own (its frames carry their streams' addresses)");
-            }
-            const std::string rest = passthrough.empty() ? "" : passthrough.substr(1);
-            for (const auto& [key, value] : split_options(rest, s.name)) {
+            for (const auto& [key, value] : pmd_keys()) {
                 if (key != "queue_size") {
                     throw std::invalid_argument(
                         "port " + s.name + ": " + key +
@@ -343,10 +356,6 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
                             std::string(s.listens ? "listening on " : "connecting to ") + s.socket;
             return s;
         }
-        if (driver != "dpdk") {
-            throw std::invalid_argument("port " + s.name +
-                                        ": driver must be native or dpdk, not '" + driver + "'");
-        }
         s.kind = PortKind::kVirtio;
         // virtio-user's queues= counts pairs: enough for both directions.
         s.devargs = "net_virtio_user" + idx + ",path=" + s.socket + ",server=" + server +
@@ -355,17 +364,45 @@ PortSpec parse_port_spec(const std::string& text, unsigned index, Mac mac) {
         s.description =
             "virtio-user " + std::string(s.listens ? "listening on " : "connecting to ") + s.socket;
     } else if (kind == "memif") {
-        reject_others({"socket", "role", "mac"});
-        s.kind = PortKind::kMemif;
+        reject_others({"socket", "role", "mac", "driver"});
         s.socket = need("socket");
         const std::string role = own.count("role") ? own["role"] : "client";
         if (role != "client" && role != "server") {
             throw std::invalid_argument("port " + s.name + ": role must be client or server");
         }
         s.listens = role == "server";
-        s.devargs = "net_memif" + idx + ",role=" + role + ",socket=" + s.socket +
-                    ",mac=" + mac_arg + passthrough;
-        s.description = "memif " + role + " on " + s.socket;
+        if (native_driver("DPDK net_memif")) {
+            // conduit-gen's own memif NIC: the interface id and the ring size, as
+            // DPDK's net_memif spells them; nothing else of the PMD's.
+            s.kind = PortKind::kNativeMemif;
+            for (const auto& [key, value] : pmd_keys()) {
+                if (key == "id") {
+                    s.memif_id = static_cast<uint32_t>(
+                        to_unsigned(value, "port " + s.name + ": id", 0, UINT32_MAX));
+                } else if (key == "rsize") {
+                    s.memif_log2_ring = static_cast<uint8_t>(to_unsigned(
+                        value, "port " + s.name + ": rsize (log2 of the ring size)", 1, 14));
+                } else if (key == "socket-abstract") {
+                    if (value != "yes" && value != "no") {
+                        throw std::invalid_argument("port " + s.name +
+                                                    ": socket-abstract must be yes or no");
+                    }
+                    s.memif_abstract = value == "yes";
+                } else {
+                    throw std::invalid_argument(
+                        "port " + s.name + ": " + key +
+                        "= is an option of DPDK's net_memif (driver=dpdk); the native driver "
+                        "takes socket=, role=, id=, rsize=, socket-abstract=, queues=, rxq=, "
+                        "vlan=");
+                }
+            }
+            s.description = "memif " + role + " on " + s.socket;
+        } else {
+            s.kind = PortKind::kMemif;
+            s.devargs = "net_memif" + idx + ",role=" + role + ",socket=" + s.socket +
+                        ",mac=" + mac_arg + passthrough;
+            s.description = "memif " + role + " (DPDK net_memif) on " + s.socket;
+        }
         if (s.rx_queues > 1 || s.tx_queues > 1) {
             s.description += " (" + std::to_string(s.rx_queues) + " receive, " +
                              std::to_string(s.tx_queues) + " transmit queues)";
@@ -393,7 +430,7 @@ PortSet::PortSet(std::vector<PortSpec> specs)
       ids_(specs_.size(), UINT16_MAX),
       probed_(specs_.size(), false),
       started_(specs_.size(), false),
-      vnics_(specs_.size()) {
+      nics_(specs_.size()) {
     if (specs_.size() > RTE_MAX_ETHPORTS) {
         throw std::invalid_argument("at most " + std::to_string(RTE_MAX_ETHPORTS) +
                                     " ports (DPDK's RTE_MAX_ETHPORTS)");
@@ -401,8 +438,8 @@ PortSet::PortSet(std::vector<PortSpec> specs)
 }
 
 PortSet::~PortSet() {
-    // Guest NICs first: one may be connected to a vhost-user port of this process.
-    for (auto& nic : vnics_) {
+    // Native NICs first: one may be connected to a port of this process.
+    for (auto& nic : nics_) {
         nic.reset();
     }
     // In reverse: a virtio-user port goes before the vhost-user port it is connected to.
@@ -593,34 +630,61 @@ void PortSet::start_port(std::size_t i, rte_mempool* pool, double timeout_s) {
     }
 }
 
-void PortSet::connect_guest(std::size_t i, double timeout_s) {
-    Vnic& nic = *vnics_[i];
-    if (nic.alive()) {
-        return;
-    }
-    if (nic.running() || !nic.error().empty()) {
-        std::fprintf(stderr, "conduit-gen: port %s: the switch went away (%s); waiting for it\n",
-                     specs_[i].name.c_str(), nic.error().c_str());
-    }
+void PortSet::connect_native(const std::vector<std::size_t>& ports, double timeout_s) {
     const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-    try {
-        nic.connect(timeout);
-    } catch (const std::runtime_error& e) {
-        // Vnic's messages start with the port's name; said here with its description.
-        std::string why = e.what();
-        const std::string prefix = "port " + specs_[i].name + ": ";
-        if (why.rfind(prefix, 0) == 0) {
-            why.erase(0, prefix.size());
+    std::vector<std::string> errors(ports.size());
+    auto connect_one = [&](std::size_t k) {
+        const std::size_t i = ports[k];
+        NativeNic& nic = *nics_[i];
+        if (nic.alive()) {
+            return;
         }
-        throw PortError("port " + specs_[i].name + " (" + specs_[i].description +
-                        ") never came up: " + why);
+        if (nic.running() || !nic.error().empty()) {
+            std::fprintf(stderr,
+                         "conduit-gen: port %s: the switch went away (%s); waiting for it\n",
+                         specs_[i].name.c_str(), nic.error().c_str());
+        }
+        try {
+            nic.connect(timeout);
+        } catch (const std::runtime_error& e) {
+            // The NIC's messages start with the port's name; said here with its description.
+            std::string why = e.what();
+            const std::string prefix = "port " + specs_[i].name + ": ";
+            if (why.rfind(prefix, 0) == 0) {
+                why.erase(0, prefix.size());
+            }
+            errors[k] =
+                "port " + specs_[i].name + " (" + specs_[i].description + ") never came up: " + why;
+        }
+    };
+    // Each on a thread of its own: a NIC's handshake waits for its peer, which may be
+    // another of these NICs (a memif server and its client in this process).
+    std::vector<std::thread> threads;
+    for (std::size_t k = 1; k < ports.size(); ++k) {
+        threads.emplace_back(connect_one, k);
+    }
+    if (!ports.empty()) {
+        connect_one(0);
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    // Every port that failed, each on a line: one's failure may be another's cause.
+    std::string failed;
+    for (const std::string& e : errors) {
+        if (!e.empty()) {
+            failed += (failed.empty() ? "" : "\nconduit-gen: ") + e;
+        }
+    }
+    if (!failed.empty()) {
+        throw PortError(failed);
     }
 }
 
 void PortSet::wait_link(std::size_t i, double timeout_s) {
     const PortSpec& s = specs_[i];
-    if (s.kind == PortKind::kGuest) {
-        connect_guest(i, timeout_s);
+    if (is_native(s.kind)) {
+        connect_native({i}, timeout_s);
         return;
     }
     const auto begin = Clock::now();
@@ -679,6 +743,32 @@ void PortSet::wait_link(std::size_t i, double timeout_s) {
     }
 }
 
+namespace {
+std::unique_ptr<NativeNic> make_native_nic(const PortSpec& s) {
+    if (s.kind == PortKind::kNativeMemif) {
+        MemifOptions o;
+        o.name = s.name;
+        o.socket = s.socket;
+        o.listen = s.listens;
+        o.id = s.memif_id;
+        o.rx_queues = s.rx_queues;
+        o.tx_queues = s.tx_queues;
+        o.log2_ring_size = s.memif_log2_ring;
+        o.abstract = s.memif_abstract;
+        o.frame_room = s.frame_room;
+        return std::make_unique<MemifNic>(o);
+    }
+    VnicOptions o;
+    o.name = s.name;
+    o.socket = s.socket;
+    o.listen = s.listens;
+    o.queue_pairs = std::max(s.rx_queues, s.tx_queues);
+    o.ring_size = s.virtio_ring;
+    o.frame_room = s.frame_room;
+    return std::make_unique<Vnic>(o);
+}
+}  // namespace
+
 void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
     // Three groups, each probed then started: ports that cannot block (a vhost-user
     // port of our own creates its socket only when configured); virtio-user ports that
@@ -687,28 +777,20 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
     auto connecting = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && !s.listens; };
     auto listening = [](const PortSpec& s) { return s.kind == PortKind::kVirtio && s.listens; };
     std::vector<std::vector<std::size_t>> groups(3);
-    std::vector<std::size_t> guests;
+    std::vector<std::size_t> natives;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-        if (specs_[i].kind == PortKind::kGuest) {
-            guests.push_back(i);
+        if (is_native(specs_[i].kind)) {
+            natives.push_back(i);
             continue;
         }
         groups[listening(specs_[i]) ? 2 : connecting(specs_[i]) ? 1 : 0].push_back(i);
     }
-    // Guest NICs of our own listen from the start (a switch may connect to any port at
-    // any time), and connect once the ports of the first group, which may be the
-    // vhost-user ports they connect to, are there.
-    for (const std::size_t i : guests) {
-        const PortSpec& s = specs_[i];
-        VnicOptions o;
-        o.name = s.name;
-        o.socket = s.socket;
-        o.listen = s.listens;
-        o.queue_pairs = std::max(s.rx_queues, s.tx_queues);
-        o.ring_size = s.virtio_ring;
-        o.frame_room = s.frame_room;
+    // NICs of our own listen from the start (a switch may connect to any port at any
+    // time), and connect once the ports of the first group, which may be the vhost-user
+    // or memif ports they connect to, are there.
+    for (const std::size_t i : natives) {
         try {
-            vnics_[i] = std::make_unique<Vnic>(o);
+            nics_[i] = make_native_nic(specs_[i]);
         } catch (const std::exception& e) {
             throw PortError(std::string(e.what()));
         }
@@ -716,11 +798,7 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
     for (std::size_t g = 0; g < groups.size(); ++g) {
         auto& group = groups[g];
         if (g == 1) {
-            std::stable_partition(guests.begin(), guests.end(),
-                                  [this](std::size_t i) { return !specs_[i].listens; });
-            for (const std::size_t i : guests) {
-                connect_guest(i, timeout_s);
-            }
+            connect_native(natives, timeout_s);
         }
         if (group.empty()) {
             continue;
@@ -739,9 +817,15 @@ void PortSet::bring_up(rte_mempool* pool, double timeout_s) {
 }
 
 void PortSet::wait_links(double timeout_s) {
+    std::vector<std::size_t> natives;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-        wait_link(i, timeout_s);
+        if (is_native(specs_[i].kind)) {
+            natives.push_back(i);
+        } else {
+            wait_link(i, timeout_s);
+        }
     }
+    connect_native(natives, timeout_s);
 }
 
 }  // namespace conduit::gen

@@ -20,8 +20,14 @@ struct rte_mempool;
 namespace conduit::gen {
 
 // kGuest: a guest NIC of conduit-gen's own (tools/gen/vnic, virtio driver=native);
-// kVirtio: DPDK's virtio-user PMD (driver=dpdk).
-enum class PortKind { kGuest, kVirtio, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
+// kVirtio: DPDK's virtio-user PMD (driver=dpdk). kNativeMemif: a memif NIC of its own
+// (tools/gen/memif, memif driver=native); kMemif: DPDK's net_memif (driver=dpdk).
+enum class PortKind { kGuest, kVirtio, kNativeMemif, kMemif, kAfPacket, kAfXdp, kRing, kDevargs };
+
+// A port whose NIC is conduit-gen's own (tools/gen/nic.h), not a DPDK ethdev.
+inline bool is_native(PortKind kind) {
+    return kind == PortKind::kGuest || kind == PortKind::kNativeMemif;
+}
 
 // Queues a port may open each way (each receive queue is polled on every round).
 inline constexpr uint16_t kMaxPortQueues = 8;
@@ -47,13 +53,18 @@ struct PortSpec {
     uint16_t tx_queues = 1;
     // virtio: the ring's size (queue_size=, 256 unless given).
     uint16_t virtio_ring = 256;
-    // A guest port's buffer room for one frame: set from the run's largest frame.
+    // A native port's buffer room for one frame: set from the run's largest frame.
     uint32_t frame_room = 2048;
+    // memif driver=native: the interface id (id=), and log2 of its rings' size (rsize=).
+    uint32_t memif_id = 0;
+    uint8_t memif_log2_ring = 10;
+    bool memif_abstract = true;  // socket-abstract=: no file, as DPDK's net_memif
     Mac mac = 0;
 };
 
 // "NAME=KIND[:key=value,...]"; index makes the DPDK device name unique.
-// KIND: virtio (path=, server=1|0, ...), memif (socket=, role=client|server, id=, ...),
+// KIND: virtio (path=, server=1|0, driver=native|dpdk, ...), memif (socket=,
+// role=client|server, driver=native|dpdk, id=, ...),
 // af_packet (iface=, ...), af_xdp (iface=, ...), ring, dev (the rest is raw devargs).
 // vlan=, rxd=, txd=, queues= (queue pairs), rxq= (receive queues, one transmit queue) are
 // the generator's own; other keys go to the PMD unchanged.
@@ -73,7 +84,7 @@ class StuckProbe : public PortError {
 };
 
 class InterruptThreadCaller;
-class Vnic;
+class NativeNic;
 
 class PortSet {
   public:
@@ -94,16 +105,17 @@ class PortSet {
     std::size_t size() const { return specs_.size(); }
     const PortSpec& spec(std::size_t i) const { return specs_[i]; }
     uint16_t id(std::size_t i) const { return ids_[i]; }
-    // The guest NIC of a kGuest port (null for an ethdev).
-    Vnic* vnic(std::size_t i) const { return vnics_[i].get(); }
+    // The NIC of a native port (null for an ethdev).
+    NativeNic* nic(std::size_t i) const { return nics_[i].get(); }
     int find(const std::string& name) const;
 
   private:
     void probe(const std::vector<std::size_t>& order, double timeout_s);
     void start_port(std::size_t i, rte_mempool* pool, double timeout_s);
     void wait_link(std::size_t i, double timeout_s);
-    // A guest NIC: connected now, or (again, after its switch went away) within the time.
-    void connect_guest(std::size_t i, double timeout_s);
+    // Native NICs: connected now, or (again, after their peer went away) within the
+    // time; all at once, since one may wait for another (a memif pair in this process).
+    void connect_native(const std::vector<std::size_t>& ports, double timeout_s);
     // A memif port's start, stop and close run on DPDK's interrupt thread (port.cpp says
     // why); other ports' on the calling thread.
     int on_control_thread(PortKind kind, const std::function<int()>& call);
@@ -112,7 +124,7 @@ class PortSet {
     std::vector<uint16_t> ids_;
     std::vector<bool> probed_;
     std::vector<bool> started_;
-    std::vector<std::unique_ptr<Vnic>> vnics_;
+    std::vector<std::unique_ptr<NativeNic>> nics_;
     std::unique_ptr<InterruptThreadCaller> interrupt_thread_;  // made on first use
 };
 

@@ -14,8 +14,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "tools/gen/nic.h"
 #include "tools/gen/port.h"
-#include "tools/gen/vnic.h"
 
 namespace conduit::gen {
 
@@ -25,9 +25,9 @@ namespace {
 // four: 24 -> 21 cycles a frame on the ring, 128 -> 123 on memif, 152 -> 148 on
 // virtio-user).
 constexpr uint16_t kBurst = 64;
-// A guest port at the maximum rate sends once this many of its buffers are free (half
+// A native NIC at the maximum rate sends once this many of its buffers are free (half
 // of a small ring's).
-constexpr uint16_t kGuestTxLeast = 32;
+constexpr uint16_t kNativeTxLeast = 32;
 // The most of a fixed rate's schedule a port sends late, at once, after the generator
 // was held up (see Engine::run).
 constexpr double kCatchUp = 200e-6;
@@ -46,8 +46,6 @@ uint16_t rx_full_count(PortKind kind) {
     switch (kind) {
         case PortKind::kVirtio:
             return 64;
-        case PortKind::kGuest:
-            return kRxBurst;
         case PortKind::kDevargs:
             return 1;
         default:
@@ -76,7 +74,7 @@ struct Engine::StreamState {
 struct Engine::PortState {
     uint16_t id = 0;
     uint16_t index = 0;
-    Vnic* vnic = nullptr;  // a guest port of conduit-gen's own (else an ethdev)
+    NativeNic* nic = nullptr;  // a NIC of conduit-gen's own (else an ethdev)
     uint16_t rx_queues = 1;
     unsigned rx_drain_bursts = 4;  // bursts taken from a queue in a row, at most
     uint16_t rx_full = kRxBurst;   // a call that got this many may have left more
@@ -163,7 +161,7 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
     for (std::size_t p = 0; p < ports_.size(); ++p) {
         PortState& ps = port_state_[p];
         ps.id = ports_.id(p);
-        ps.vnic = ports_.vnic(p);
+        ps.nic = ports_.nic(p);
         ps.index = static_cast<uint16_t>(p);
         ps.rx_queues = ports_.spec(p).rx_queues;
         // Up to a whole ring's worth in a row: a port that receives from many (the
@@ -231,8 +229,8 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
 
     std::vector<uint64_t> bad_at_start(ports_.size(), 0);
     for (std::size_t p = 0; p < ports_.size(); ++p) {
-        if (port_state_[p].vnic != nullptr) {
-            bad_at_start[p] = port_state_[p].vnic->bad_entries();
+        if (port_state_[p].nic != nullptr) {
+            bad_at_start[p] = port_state_[p].nic->bad_entries();
         }
     }
     std::atomic<bool> finished{false};
@@ -265,8 +263,8 @@ PhaseResult Engine::run(const PhaseSpec& phase, const OnProgress& on_progress,
     rte_eal_wait_lcore(lcore_);
     for (std::size_t p = 0; p < ports_.size(); ++p) {
         PortState& ps = port_state_[p];
-        if (ps.vnic != nullptr) {
-            ps.c.bad_entries = ps.vnic->bad_entries() - bad_at_start[p];
+        if (ps.nic != nullptr) {
+            ps.c.bad_entries = ps.nic->bad_entries() - bad_at_start[p];
         }
     }
     PhaseResult result = collect();
@@ -308,7 +306,7 @@ void Engine::recycle(rte_mbuf** pkts, uint16_t count) {
     }
 }
 
-// Where build_frames() writes: mbufs (DPDK ports) or a guest NIC's buffers (Vnic). Each
+// Where build_frames() writes: mbufs (DPDK ports) or a native NIC's buffers. Each
 // gives frame k's first byte, and takes its length: for_burst(len) once before a burst
 // of frames of one length, then done(k) per frame; or done(k, len) per frame.
 namespace {
@@ -356,7 +354,7 @@ struct MbufFrames {
     }
 };
 
-// A guest NIC's transmit buffers: the lengths go to its descriptors at commit.
+// A native NIC's transmit buffers: the lengths go to its descriptors at commit.
 struct BufferFrames {
     uint8_t* const* frames;
 
@@ -457,8 +455,8 @@ uint16_t Engine::build_frames(PortState& port, Frames& out, uint16_t count, uint
 }
 
 bool Engine::transmit(PortState& port, uint64_t now) {
-    if (port.vnic != nullptr) {
-        return transmit_guest(port, now);
+    if (port.nic != nullptr) {
+        return transmit_native(port, now);
     }
     if (port.frames_per_tsc == 0) {
         // As fast as the port takes frames: a refused frame waits for the next call.
@@ -526,18 +524,18 @@ uint64_t Engine::frames_due(PortState& port, uint64_t now) {
     return std::min<uint64_t>(due, kBurst);
 }
 
-bool Engine::transmit_guest(PortState& port, uint64_t now) {
+bool Engine::transmit_native(PortState& port, uint64_t now) {
     if (port.active.empty()) {
         return false;
     }
-    Vnic& nic = *port.vnic;
+    NativeNic& nic = *port.nic;
     uint8_t* frames[kBurst];
     if (port.frames_per_tsc == 0) {
-        // As fast as the switch takes them, in bursts of at least kGuestTxLeast: a
+        // As fast as the switch takes them, in bursts of at least kNativeTxLeast: a
         // switch slower than the generator frees a few buffers at a time, and a call for
         // each few would cost what a burst costs (reading what the switch's core just
         // wrote), while the frames still queued keep the switch busy meanwhile.
-        const uint16_t room = nic.tx_reserve(kBurst, frames, kGuestTxLeast);
+        const uint16_t room = nic.tx_reserve(kBurst, frames, kNativeTxLeast);
         ++port.c.tx_calls;
         port.c.tx_calls_short += room < kBurst;
         if (room == 0) {
@@ -592,8 +590,8 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     if (now >= port.pause_from && now < port.pause_to) {
         return 0;
     }
-    if (port.vnic != nullptr) {
-        return receive_guest(port, queue, now);
+    if (port.nic != nullptr) {
+        return receive_native(port, queue, now);
     }
     rte_mbuf* pkts[kRxBurst];
     const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kRxBurst);
@@ -635,19 +633,19 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     return n;
 }
 
-uint16_t Engine::receive_guest(PortState& port, uint16_t queue, uint64_t now) {
+uint16_t Engine::receive_native(PortState& port, uint16_t queue, uint64_t now) {
     struct Buffers {
         const uint8_t* frames[kRxBurst];
         uint32_t lens[kRxBurst];
         const uint8_t* data(uint16_t i) const { return frames[i]; }
         uint32_t len(uint16_t i) const { return lens[i]; }
     } in;
-    const uint16_t n = port.vnic->rx_poll(queue, in.frames, in.lens, kRxBurst);
+    const uint16_t n = port.nic->rx_poll(queue, in.frames, in.lens, kRxBurst);
     if (n != 0) {
         account_frames(port, queue, in, n, now, [](uint16_t) {});
     }
     // The buffers go back to the switch once read (also those of entries it got wrong).
-    port.vnic->rx_release(queue);
+    port.nic->rx_release(queue);
     return n;
 }
 

@@ -26,7 +26,7 @@ struct rte_mempool;
 
 namespace conduit::gen {
 
-class Vnic;
+class NativeNic;
 
 struct StreamSpec {
     std::string name;  // "g1->uplink"
@@ -93,7 +93,7 @@ struct PortPhaseCounters {
     uint64_t rx_stale = 0;                      // ours, from an earlier phase
     uint64_t rx_foreign = 0;                    // not ours at all
     uint64_t tx_calls = 0, tx_calls_short = 0;  // transmit calls, and those the port cut short
-    uint64_t bad_entries = 0;  // guest NIC: used entries the switch got wrong (tools/gen/vnic)
+    uint64_t bad_entries = 0;  // native NIC: entries the peer got wrong (tools/gen/nic.h)
     // Frames per receive queue: which queues the switch sends on.
     std::array<uint64_t, kMaxPortQueues> rx_queue_frames{};
 };
@@ -170,8 +170,8 @@ class Engine {
     uint16_t build_frames(PortState& port, Frames& out, uint16_t count, uint64_t now);
     // A fixed rate's frames due on the port now (at most a burst), or 0.
     uint64_t frames_due(PortState& port, uint64_t now);
-    uint16_t receive_guest(PortState& port, uint16_t queue, uint64_t now);
-    bool transmit_guest(PortState& port, uint64_t now);
+    uint16_t receive_native(PortState& port, uint16_t queue, uint64_t now);
+    bool transmit_native(PortState& port, uint64_t now);
     template <typename Frames, typename EachFrame>
     void account_frames(PortState& port, uint16_t queue, const Frames& in, uint16_t n, uint64_t now,
                         EachFrame&& each);

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/gen/nic.h"
 #include "vmm/memory/guest_memory.h"
 #include "vmm/util/unique_fd.h"
 #include "vmm/vhost_user/endpoint.h"
@@ -40,7 +41,7 @@ struct VnicOptions {
     uint32_t frame_room = 2048;  // bytes of frame a buffer holds (after the virtio-net header)
 };
 
-class Vnic {
+class Vnic final : public NativeNic {
   public:
     // The virtio-net header before every frame (VIRTIO_F_VERSION_1: always 12 bytes).
     static constexpr uint32_t kNetHdr = 12;
@@ -48,7 +49,7 @@ class Vnic {
     // Creates the memory and the rings, and in server mode listens on the socket now.
     // Throws std::runtime_error naming the port and the reason.
     explicit Vnic(VnicOptions options);
-    ~Vnic();
+    ~Vnic() override;
     Vnic(const Vnic&) = delete;
     Vnic& operator=(const Vnic&) = delete;
 
@@ -58,30 +59,25 @@ class Vnic {
     // socket accepts), negotiates and starts the rings. A NIC whose session ended
     // starts again with fresh rings. Throws std::runtime_error with the reason (the
     // last connection error in client mode, "nobody connected" in server mode).
-    void connect(std::chrono::milliseconds timeout);
+    void connect(std::chrono::milliseconds timeout) override;
     // False once the switch closed the session or broke the protocol (error() says why).
-    bool alive();
-    bool running() const { return session_ && session_->state() == Session::State::Running; }
-    const std::string& error() const { return error_; }
+    bool alive() override;
+    bool running() const override {
+        return session_ && session_->state() == Session::State::Running;
+    }
+    const std::string& error() const override { return error_; }
 
-    // --- datapath, on the traffic lcore ---
+    // --- datapath, on the traffic lcore (tools/gen/nic.h) ---
+    // Frames are given without the virtio-net header; transmit buffers are those of
+    // queue pair 0, the ones the switch finished with last first.
 
-    // Frames the switch delivered on receive queue `q`, up to `max`: their addresses
-    // and lengths (without the virtio-net header). They stay the generator's until
-    // rx_release(q), which hands every buffer of that poll back to the switch.
-    uint16_t rx_poll(uint16_t q, const uint8_t** frames, uint32_t* lens, uint16_t max);
-    void rx_release(uint16_t q);
-
-    // Reserves up to `want` transmit buffers of queue pair 0 (those the switch has
-    // finished with first) and returns where each frame goes; tx_commit(n, lens) hands
-    // the first n of them to the switch, frame k being lens[k] bytes (or all `len`
-    // bytes when lens is null). Reserved and not committed stay free.
-    // With fewer than `least` free, reserves none (a burst worth the call, or nothing).
-    uint16_t tx_reserve(uint16_t want, uint8_t** frames, uint16_t least = 1);
-    void tx_commit(uint16_t n, const uint16_t* lens, uint16_t len);
+    uint16_t rx_poll(uint16_t q, const uint8_t** frames, uint32_t* lens, uint16_t max) override;
+    void rx_release(uint16_t q) override;
+    uint16_t tx_reserve(uint16_t want, uint8_t** frames, uint16_t least = 1) override;
+    void tx_commit(uint16_t n, const uint16_t* lens, uint16_t len) override;
 
     // Used entries the switch wrote that could not be honoured (see the header comment).
-    uint64_t bad_entries() const { return bad_entries_; }
+    uint64_t bad_entries() const override { return bad_entries_; }
     // Kicks sent: a switch that polls asks for none.
     uint64_t kicks() const { return kicks_; }
 
