@@ -194,11 +194,16 @@ class TestpmdIo(Switch):
     name = "testpmd io"
     prefix = "bench-tp"
 
+    def __init__(self, memif_ports=False):
+        # memif_ports: each of `socks` is a memif server's socket instead of a guest's.
+        self.memif_ports = memif_ports
+
     def start(self, work, case, socks, memif):
         args = ["dpdk-testpmd", f"--file-prefix={self.prefix}", "--no-pci", *mem_args(512),
                 "--lcores", "0@0,1@1", "--log-level=*:warning"]
         for i, s in enumerate(socks):
-            args += ["--vdev", f"net_vhost{i},iface={s},client=1"]
+            args += ["--vdev", f"net_memif{i},role=server,socket={s}" if self.memif_ports
+                     else f"net_vhost{i},iface={s},client=1"]
         if case.uplink:
             args += ["--vdev", f"net_memif0,role=server,socket={memif}"]
         args += ["--", "-i", "--forward-mode=io", "--auto-start", "--nb-cores=1",
@@ -361,7 +366,7 @@ def gen_case_args(case, switch, socks, memif, args):
              for n, s in zip(case.port_names(), socks)]
     if case.uplink:
         queues = switch.uplink_tx_queues()
-        ports.append(f"--port=uplink=memif:socket={memif}"
+        ports.append(f"--port=uplink=memif:socket={memif},driver={args.memif_driver}"
                      + (f",rxq={queues}" if queues > 1 else ""))
     out = ports + ["--mode", "rfc2544", "--sizes", ",".join(SIZES),
                    "--trials", str(args.trials), "--duration", str(args.duration),
@@ -525,7 +530,7 @@ def generator_costs(work, args):
         links.append(link_costs(work, args, reuse if r == 0 else None))
         via.append(via_switch_costs(work, args))
     out["links"] = median_rows(links, ("link", "size"))
-    out["virtio"] = median_rows(via, ("size",))
+    out["virtio"] = median_rows(via, ("link", "size"))
     return out
 
 
@@ -578,66 +583,88 @@ def link_costs(work, args, ceiling=None):
 
 
 def via_switch_costs(work, args):
-    """Both generators driving the same switch (testpmd io, CPU 1) over two virtio-user
-    guests: the rate each gets through and what each frame cost the generator's CPU."""
+    """Both generators driving the same switch (testpmd io, CPU 1) over two links: two
+    guests (virtio-user for testpmd, the generator's own guest NICs) and two memif
+    clients (DPDK's net_memif for testpmd, the generator's own memif NICs): the rate
+    each gets through and what each frame cost the generator's CPU."""
     case = CASES[0]
     rows = []
-    for size in ("64", "1518"):
-        socks = [str(work / f"vm{i + 1}.sock") for i in range(2)]
-        for s in socks:
-            pathlib.Path(s).unlink(missing_ok=True)
-        vdevs = [f"net_virtio_user{i},path={s},server=1,queues=1,mac=02:00:00:00:00:0{i + 1}"
-                 for i, s in enumerate(socks)]
-        sw = TestpmdIo()
-        # testpmd mac as the generator: its virtio-user probes wait for the switch, so
-        # the switch starts while testpmd is still starting.
-        result = {}
-
-        def with_switch(fn):
-            sw.start(work, case, socks, None)
-            try:
-                return fn()
-            finally:
-                sw.stop()
-        tp = TestpmdMac(work, vdevs, 512, "tpmac-virtio.log")
-
-        def measure_testpmd():
-            wait_for(lambda: tp.ports() == [0, 1], 60, "testpmd's guests")
-            tp.send("set eth-peer 0 02:00:00:00:00:02\nset eth-peer 1 02:00:00:00:00:01\n")
-            tp.send(f"set txpkts {size}\nstart tx_first 32\n")
-            time.sleep(args.warmup + 1)
-            pps = tp.rx_rate((0, 1), args.duration)
-            tp.send("stop\n")
-            time.sleep(1)
-            return pps
-        try:
-            time.sleep(0.5)
-            result["testpmd_pps"] = with_switch(measure_testpmd)
-        finally:
-            result["testpmd_cycles"] = tp.close()
-        for s in socks:
-            pathlib.Path(s).unlink(missing_ok=True)
-        g = GenRun(work, f"gen-virtio-{size}",
-                   [f"--port=vm{i + 1}=virtio:path={s}" for i, s in enumerate(socks)]
-                   + ["--mode", "max", "--size", size, "--trials", "1", "--duration",
-                      str(args.duration + args.warmup), "--warmup", str(args.warmup)])
-        g.start()
-
-        def measure_gen():
-            g.wait_ready(60)
-            time.sleep(1)
-            g.go()
-            return g.finish(600)
-        r = with_switch(measure_gen)
-        t = r["trials"][0]
-        result.update({"size": size, "gen_pps": t["rx_pps"], "gen_cycles": t["cycles_per_frame"],
-                       "gen_busy": t["generator_busy"]})
-        rows.append(result)
-        log(f"through testpmd io, {size} B: conduit-gen {t['rx_pps'] / 1e6:.2f} Mpps at "
-            f"{t['cycles_per_frame']:.0f} cycles/frame (busy {100 * t['generator_busy']:.0f}%), "
-            f"testpmd mac {result['testpmd_pps'] / 1e6:.2f} Mpps at "
-            f"{result['testpmd_cycles']} cycles/packet")
+    for link in ("virtio", "memif"):
+        for size in ("64", "1518"):
+            rows.append(via_switch_cost(work, args, case, link, size))
     return rows
+
+
+def via_switch_cost(work, args, case, link, size):
+    socks = [str(work / f"via{i + 1}.sock") for i in range(2)]
+    for s in socks:
+        pathlib.Path(s).unlink(missing_ok=True)
+    macs = [f"02:00:00:00:00:0{i + 1}" for i in range(2)]
+    if link == "virtio":
+        vdevs = [f"net_virtio_user{i},path={s},server=1,queues=1,mac={m}"
+                 for i, (s, m) in enumerate(zip(socks, macs))]
+        gen_ports = [f"--port=vm{i + 1}=virtio:path={s}" for i, s in enumerate(socks)]
+    else:
+        vdevs = [f"net_memif{i},role=client,socket={s},mac={m}"
+                 for i, (s, m) in enumerate(zip(socks, macs))]
+        gen_ports = [f"--port=w{i + 1}=memif:socket={s}" for i, s in enumerate(socks)]
+    sw = TestpmdIo(memif_ports=link == "memif")
+    result = {"link": link, "size": size}
+
+    def with_switch(fn):
+        sw.start(work, case, socks, None)
+        try:
+            return fn()
+        finally:
+            sw.stop()
+
+    def start_testpmd():
+        return TestpmdMac(work, vdevs, 512, f"tpmac-via-{link}.log")
+    # testpmd mac as the generator. Its virtio-user probes wait for the switch, so the
+    # switch starts while testpmd is still starting; its memif clients connect only
+    # when started, so there the switch's memif servers come first.
+    tp = start_testpmd() if link == "virtio" else None
+
+    def measure_testpmd():
+        nonlocal tp
+        if tp is None:
+            wait_for(lambda: telemetry_ok(sw.prefix, "/ethdev/list") == [0, 1], 60,
+                     "testpmd io's memif servers")
+            tp = start_testpmd()
+        wait_for(lambda: tp.ports() == [0, 1], 60, "testpmd's ports")
+        tp.send(f"set eth-peer 0 {macs[1]}\nset eth-peer 1 {macs[0]}\n")
+        tp.send(f"set txpkts {size}\nstart tx_first 32\n")
+        time.sleep(args.warmup + 1)
+        pps = tp.rx_rate((0, 1), args.duration)
+        tp.send("stop\n")
+        time.sleep(1)
+        return pps
+    try:
+        time.sleep(0.5)
+        result["testpmd_pps"] = with_switch(measure_testpmd)
+    finally:
+        result["testpmd_cycles"] = tp.close() if tp is not None else None
+    for s in socks:
+        pathlib.Path(s).unlink(missing_ok=True)
+    g = GenRun(work, f"gen-via-{link}-{size}",
+               gen_ports + ["--mode", "max", "--size", size, "--trials", "1", "--duration",
+                            str(args.duration + args.warmup), "--warmup", str(args.warmup)])
+    g.start()
+
+    def measure_gen():
+        g.wait_ready(60)
+        time.sleep(1)
+        g.go()
+        return g.finish(600)
+    r = with_switch(measure_gen)
+    t = r["trials"][0]
+    result.update({"gen_pps": t["rx_pps"], "gen_cycles": t["cycles_per_frame"],
+                   "gen_busy": t["generator_busy"]})
+    log(f"through testpmd io on {link}, {size} B: conduit-gen {t['rx_pps'] / 1e6:.2f} Mpps at "
+        f"{t['cycles_per_frame']:.0f} cycles/frame (busy {100 * t['generator_busy']:.0f}%), "
+        f"testpmd mac {result['testpmd_pps'] / 1e6:.2f} Mpps at "
+        f"{result['testpmd_cycles']} cycles/packet")
+    return result
 
 
 # --- the report -------------------------------------------------------------------------
@@ -807,10 +834,14 @@ def ceiling_section(costs):
          "So that a generator limit is never read as a switch limit: conduit-gen alone (no",
          "switch, one core) on an in-process loopback ring (no copy), on a memif pair and on",
          "a guest NIC connected to a vhost-user port of its own (both ends' work paid by its",
-         "one core), next to testpmd's mac forwarding on the same links; then both generators",
-         "as two guests driving the same switch (testpmd io on the other core). Each uses",
-         "its own guest NIC driver: conduit-gen its native one (docs/conduit-gen.md, Guest",
-         "NICs), testpmd DPDK's virtio-user.",
+         "one core), next to testpmd's mac forwarding on the same kinds of link; then both",
+         "generators driving the same switch (testpmd io on the other core) as two guests",
+         "and as two memif clients. Each uses its own drivers: conduit-gen its native guest",
+         "and memif NICs (docs/conduit-gen.md), testpmd DPDK's virtio-user and net_memif.",
+         "On the memif pair that makes a difference of kind: conduit-gen's sender builds",
+         "each frame in the shared buffer its receiver reads it from (no copy at all), where",
+         "DPDK's net_memif copies each frame in and out; the rows through testpmd io, where",
+         "the switch makes the copies, compare the two generators on equal terms.",
          "Cycles per frame: the TSC cycles of conduit-gen's receive and transmit calls that",
          "received, built or sent frames (building, stamping, sending, receiving, sequence",
          "and latency accounting, and the loop's bookkeeping before each such call; empty",
@@ -836,7 +867,9 @@ def ceiling_section(costs):
                  f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
                  f"{cycles(row['testpmd_cycles'])} |")
     for row in costs["virtio"]:
-        L.append(f"| 2 guests via testpmd io | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
+        via = ("2 memif clients via testpmd io" if row.get("link") == "memif"
+               else "2 guests via testpmd io")
+        L.append(f"| {via} | {row['size']} | {fmt_mpps(row['gen_pps'])} | "
                  f"{cycles(row['gen_cycles'])} | {fmt_mpps(row['testpmd_pps'])} | "
                  f"{cycles(row['testpmd_cycles'])} |")
     if costs.get("error"):
@@ -978,8 +1011,13 @@ def write_report(args, command, results, costs, loads, started_utc, elapsed, out
              "(`--guest-driver dpdk`), listening"]),
           "(`server=1`, as a VM's NIC does with conduitd's default client mode) with rings of",
           f"{GUEST_RING} descriptors (`queue_size`, the largest QEMU gives a VM), and, in the",
-          "16-guest cases, as the wire: a `net_memif` client to the switch's memif server",
-          "port. It sends IPv4/UDP frames, each stamped with its stream, sequence number and",
+          *(["16-guest cases, as the wire: a memif client of its own (`driver=native`, frames",
+             "built and read in the shared buffers; `--memif-driver dpdk` gives DPDK's",
+             "net_memif) to the switch's memif server port."]
+            if getattr(args, "memif_driver", "dpdk") == "native" else
+            ["16-guest cases, as the wire: a DPDK `net_memif` client (`--memif-driver dpdk`)",
+             "to the switch's memif server port."]),
+          "It sends IPv4/UDP frames, each stamped with its stream, sequence number and",
           "TSC; streams run both ways between the two guests, or between every guest and the",
           "uplink. With 10,000 MACs the hosts are spread over the ports (5,000 per guest with",
           "two guests; 588 or so per port with seventeen) and every stream cycles through its",
@@ -1053,6 +1091,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 trial, 2-step searches (a smoke run)")
     ap.add_argument("--guest-driver", choices=["native", "dpdk"], default="native",
                     help="conduit-gen's guest NICs: its own (native) or DPDK's virtio-user")
+    ap.add_argument("--memif-driver", choices=["native", "dpdk"], default="native",
+                    help="the generator's memif uplink: its own memif NIC or DPDK's net_memif")
     ap.add_argument("--cases", default=",".join(c.key for c in CASES))
     ap.add_argument("--switches", default=",".join(SWITCHES))
     ap.add_argument("--sizes", default=",".join(SIZES))
