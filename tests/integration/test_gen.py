@@ -382,6 +382,24 @@ def test_memif_uplink_receives_on_every_queue_the_switch_sends_on(rig):
     check_counts_agree(cd, r)
 
 
+@pytest.mark.parametrize("server,client", [("native", "dpdk"), ("dpdk", "native")])
+def test_memif_ends_of_either_driver_meet(rig, server, client):
+    """The generator's own memif NIC against DPDK's net_memif, in either role, looped in
+    one process: every frame each end sends arrives at the other, nothing wrong in the
+    rings."""
+    sock = rig.sock("memif-pair")
+    gen = Gen(rig, [f"s=memif:socket={sock},role=server,driver={server}",
+                    f"c=memif:socket={sock},driver={client}"],
+              "--mode", "fixed", "--rate", "200k", "--duration", "0.5", "--no-learn",
+              "--sizes", "64,1518", prefix="itest-gen-memif-pair")
+    gen.args.remove("--start-on-stdin")
+    gen.start()
+    assert gen.finish(120) == 0, gen.output()
+    for t in gen.result()["trials"]:
+        assert t["received"] > 0 and t["lost"] == 0 and t["duplicates"] == 0, t
+        assert all(p["bad_entries"] == 0 for p in t["ports"].values()), t["ports"]
+
+
 def test_memif_client_with_more_queues_than_the_server_is_told_why(rig):
     """A memif server refuses a client with more transmit rings than it has receive
     queues: DPDK's client hears nothing of it, the generator's own hears the reason;

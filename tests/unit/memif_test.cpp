@@ -191,6 +191,28 @@ TEST(Memif, APeerThatLeavesEndsTheSessionAndAnotherCanConnect) {
     pass(server, again, {frame_of(64, 2)});
 }
 
+TEST(Memif, AClientWhoseServerLeftConnectsAgainOnFreshMemory) {
+    const std::string sock = socket_name();
+    MemifNic client(options("c", sock, false));
+    std::array<uint8_t*, 8> first{};
+    {
+        MemifNic server(options("s", sock, true));
+        connect_pair(server, client);
+        ASSERT_EQ(client.tx_reserve(8, first.data()), 8);
+        client.tx_commit(0, nullptr, 64);
+    }  // the server says goodbye
+    EXPECT_FALSE(client.alive());
+    EXPECT_NE(client.error().find("the peer disconnected"), std::string::npos) << client.error();
+    MemifNic server(options("s2", sock, true));
+    connect_pair(server, client);
+    std::array<uint8_t*, 8> second{};
+    ASSERT_EQ(client.tx_reserve(8, second.data()), 8);
+    client.tx_commit(0, nullptr, 64);
+    EXPECT_NE(first[0], second[0]) << "the old server's region reused";
+    pass(client, server, {frame_of(64, 3), frame_of(1000, 4)});
+    pass(server, client, {frame_of(1518, 5)});
+}
+
 // --- the test as a peer ---
 
 // The control channel's messages as the protocol lays them out (offsets include the
@@ -511,6 +533,7 @@ class RawServer {
         }
     }
     RingView c2s() const { return {base_ + c2s_}; }
+    uint8_t* bytes(uint32_t offset) const { return base_ + offset; }
     RingView s2c() const { return {base_ + s2c_}; }
     int fd() const { return channel_.get(); }
 
@@ -537,12 +560,15 @@ TEST(Memif, TheClientReadsItsOwnBuffersWhateverTheServerWritesAndChecksLengths) 
     // reads slot 0's own buffer); slot 1: longer than a buffer.
     s2c.desc(0)[1] = 64;
     s2c.desc(0)[2] = 12;
+    server.bytes(own_offset)[0] = 0x11;
+    server.bytes(12)[0] = 0x22;
     s2c.desc(1)[1] = 4096;
     __atomic_store_n(&s2c.tail(), uint16_t{2}, __ATOMIC_RELEASE);
     std::array<const uint8_t*, 8> got{};
     std::array<uint32_t, 8> lens{};
     ASSERT_EQ(client.rx_poll(0, got.data(), lens.data(), 8), 1);
     EXPECT_EQ(lens[0], 64u);
+    EXPECT_EQ(got[0][0], 0x11) << "read where the server pointed, not its own buffer";
     EXPECT_EQ(client.bad_entries(), 1u);
     client.rx_release(0);
     // Both buffers back, whole, at their own offsets.

@@ -1,11 +1,13 @@
 #include "tools/gen/memif.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -132,7 +134,6 @@ uint64_t ring_bytes(uint8_t log2_size) {
 }
 
 constexpr uint16_t kMaxRegions = 16;
-constexpr uint64_t kHugePage = 2 << 20;
 
 uint64_t align_up(uint64_t v, uint64_t a) {
     return (v + a - 1) / a * a;
@@ -240,46 +241,43 @@ MemifNic::MemifNic(MemifOptions options) : options_(std::move(options)) {
         }
         return;
     }
+    make_client_region();
+}
+
+void MemifNic::make_client_region() {
+    const MemifOptions& o = options_;
     // The client's one region: its rings (client-to-server first, as its transmit
     // queues), then every ring's buffers.
     const uint16_t size = static_cast<uint16_t>(1u << o.log2_ring_size);
     const uint32_t stride = static_cast<uint32_t>(align_up(o.frame_room, 64));
     const uint32_t rings = o.tx_queues + o.rx_queues;
     const uint64_t buffers_at = align_up(rings * ring_bytes(o.log2_ring_size), 64);
-    const uint64_t bytes = buffers_at + uint64_t{rings} * size * stride;
+    const uint64_t bytes = align_up(buffers_at + uint64_t{rings} * size * stride, 4096);
     if (bytes > UINT32_MAX) {
         throw std::invalid_argument("port " + o.name +
                                     ": the memif region would pass 4 GiB (fewer or smaller "
                                     "rings, or smaller frames)");
     }
-    // Hugepages when there are any to spare (fewer TLB misses on both sides); else
-    // ordinary pages. Either way sealed against shrinking: a server that maps the region
-    // must be able to trust its size.
-    Region region;
-    uint64_t mapped = 0;
-    for (const bool huge : {true, false}) {
-        mapped = huge ? align_up(bytes, kHugePage) : align_up(bytes, 4096);
-        vmm::UniqueFd fd(memfd_create("conduit-gen memif",
-                                      MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB : 0)));
-        if (!fd || ftruncate(fd.get(), static_cast<off_t>(mapped)) != 0 ||
-            fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
-            if (huge) {
-                continue;
-            }
-            throw std::runtime_error("port " + o.name + ": " + errno_text("memif region"));
-        }
-        void* addr = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-        if (addr == MAP_FAILED) {
-            if (huge) {
-                continue;
-            }
-            throw std::runtime_error("port " + o.name + ": " + errno_text("mmap memif region"));
-        }
-        region.map = vmm::Mapping(addr, mapped);
-        region.fd = std::move(fd);
-        break;
+    // Ordinary shared memory, sealed against shrinking: a server that maps it must be
+    // able to trust its size. Not hugepages: there a hole punched in the file takes its
+    // pages away for good, and a server touching them then dies (SIGBUS) when none are
+    // left to fault in; this generator's own server refuses such a region.
+    vmm::UniqueFd fd(memfd_create("conduit-gen memif", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd || ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0 ||
+        fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+        throw std::runtime_error("port " + o.name + ": " + errno_text("memif region"));
     }
+    void* addr = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    if (addr == MAP_FAILED) {
+        throw std::runtime_error("port " + o.name + ": " + errno_text("mmap memif region"));
+    }
+    Region region{vmm::Mapping(addr, bytes), std::move(fd)};
     uint8_t* base = region.map.data();
+    // The old region (if any) goes once the new one is mapped, so that the two never
+    // share an address.
+    regions_.clear();
+    rx_.clear();
+    tx_.clear();
     regions_.push_back(std::move(region));
     for (uint32_t r = 0; r < rings; ++r) {
         auto ring = std::make_unique<Ring>();
@@ -324,8 +322,16 @@ void send_message(int fd, const Msg& m, int pass_fd = -1) {
         c->cmsg_len = CMSG_LEN(sizeof(int));
         std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
     }
-    if (sendmsg(fd, &mh, MSG_NOSIGNAL) != static_cast<ssize_t>(m.bytes.size())) {
-        throw std::runtime_error(errno_text("sending on the memif socket"));
+    // A peer that stops reading does not hold this side up for more than a second.
+    for (int waited_ms = 0;; waited_ms += 10) {
+        if (sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) == static_cast<ssize_t>(m.bytes.size())) {
+            return;
+        }
+        if ((errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || waited_ms >= 1000) {
+            throw std::runtime_error(errno_text("sending on the memif socket"));
+        }
+        pollfd p{fd, POLLOUT, 0};
+        poll(&p, 1, 10);
     }
 }
 
@@ -417,7 +423,14 @@ void MemifNic::connect(std::chrono::milliseconds timeout) {
                 handshake_as_server(deadline);
             } else {
                 const SocketAddress a = socket_address(options_);
-                channel_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+                if (region_sent_) {
+                    // Fresh memory for every server: one that had the last region may
+                    // still write into it.
+                    make_client_region();
+                    region_sent_ = false;
+                }
+                // Non-blocking: a server whose backlog is full answers EAGAIN at once.
+                channel_.reset(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
                 if (!channel_) {
                     throw std::runtime_error(errno_text("socket"));
                 }
@@ -446,9 +459,7 @@ void MemifNic::connect(std::chrono::milliseconds timeout) {
         if (Clock::now() >= deadline) {
             throw std::runtime_error("port " + options_.name + ": " + failed);
         }
-        if (!options_.listen) {
-            poll(nullptr, 0, 50);  // the server is not there yet, or refused us: again soon
-        }
+        poll(nullptr, 0, 50);  // the peer is not there yet, or refused: again soon
     }
     start_rings();
     connected_ = true;
@@ -456,7 +467,7 @@ void MemifNic::connect(std::chrono::milliseconds timeout) {
 
 bool MemifNic::accept_client(Clock::time_point deadline) {
     for (;;) {
-        channel_.reset(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        channel_.reset(accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (channel_) {
             return true;
         }
@@ -514,6 +525,7 @@ void MemifNic::handshake_as_client(Clock::time_point deadline) {
     region.put(at::kRegionIndex, uint16_t{0});
     region.put(at::kRegionSize, uint64_t{regions_[0].map.size()});
     send_message(fd, region, regions_[0].fd.get());
+    region_sent_ = true;
     expect(receive_message(fd, deadline, nullptr, "ACK for ADD_REGION"), kAck);
 
     for (const bool c2s : {true, false}) {
@@ -619,6 +631,14 @@ void MemifNic::handshake_as_server(Clock::time_point deadline) {
                 refuse("region " + std::to_string(index) + " is not " + std::to_string(size) +
                        " bytes of shared memory");
             }
+            // On hugetlbfs a punched hole takes the pages away for good: touching them
+            // again kills this process (SIGBUS) when the pool has none left.
+            struct statfs fs {};
+            if (fstatfs(passed.get(), &fs) != 0 || fs.f_type == HUGETLBFS_MAGIC) {
+                refuse("region " + std::to_string(index) +
+                       " is on hugetlbfs, whose pages the client can take away under the "
+                       "mapping");
+            }
             if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
                 refuse("region " + std::to_string(index) +
                        " is not sealed against shrinking (F_SEAL_SHRINK)");
@@ -642,6 +662,15 @@ void MemifNic::handshake_as_server(Clock::time_point deadline) {
                 std::to_string(index);
             if (!passed) {
                 refuse(what + " without its interrupt file descriptor");
+            }
+            // Written to on the traffic lcore when the client asks for interrupts: only
+            // an eventfd, never blocking (a pipe would stall every port once full).
+            char target[64] = {};
+            const std::string link = "/proc/self/fd/" + std::to_string(passed.get());
+            if (readlink(link.c_str(), target, sizeof target - 1) < 0 ||
+                std::strcmp(target, "anon_inode:[eventfd]") != 0 ||
+                fcntl(passed.get(), F_SETFL, O_NONBLOCK) != 0) {
+                refuse(what + ": its interrupt file descriptor is not an eventfd");
             }
             if (index >= rings.size() || rings[index]) {
                 refuse(what + ": out of range or given twice (this port has " +
@@ -689,6 +718,7 @@ void MemifNic::handshake_as_server(Clock::time_point deadline) {
             r->reset();
         }
     }
+    start_rings();  // no interrupts wanted, before the client may send
     Msg connected = message(kConnected);
     connected.put_text(at::kIfName, kNameSize, o.name);
     send_message(fd, connected);
@@ -900,7 +930,9 @@ void MemifNic::tx_commit(uint16_t n, const uint16_t* lens, uint16_t len) {
     }
     for (uint16_t k = 0; k < n; ++k) {
         const uint16_t slot = (r.cursor + k) & r.mask;
-        const uint32_t length = lens != nullptr ? lens[k] : len;
+        // Never past the buffer (the caller keeps to it; this is the last word).
+        const uint32_t length =
+            std::min<uint32_t>(lens != nullptr ? lens[k] : len, options_.frame_room);
         if (options_.listen) {
             __atomic_store_n(&r.desc[slot].flags, uint16_t{0}, __ATOMIC_RELAXED);
             __atomic_store_n(&r.desc[slot].length, length, __ATOMIC_RELAXED);

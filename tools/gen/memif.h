@@ -9,7 +9,8 @@
 // server-to-client rings (the client hands empty buffers out at `head`, the server
 // fills them and moves `tail`).
 //
-// As a client the generator owns the region: every descriptor has its buffer for good,
+// As a client the generator owns the region (ordinary shared memory, sealed against
+// shrinking, new for each server): every descriptor has its buffer for good,
 // a frame is built and read where the peer copies it from and to, and the buffer's
 // address comes from the generator's own layout, never from what the descriptor says
 // now. As a server it builds and reads frames in the client's buffers, each checked to
@@ -85,6 +86,8 @@ class MemifNic final : public NativeNic {
     // Server: a client's connection, or false if none came by the deadline.
     bool accept_client(std::chrono::steady_clock::time_point deadline);
     void handshake_as_client(std::chrono::steady_clock::time_point deadline);
+    // Client: the region, its rings and buffers, made anew for each server given one.
+    void make_client_region();
     void handshake_as_server(std::chrono::steady_clock::time_point deadline);
     void start_rings();
     void end_session(const std::string& why);
@@ -99,6 +102,7 @@ class MemifNic final : public NativeNic {
     std::vector<Region> regions_;  // client: the one it owns; server: the client's
     std::vector<std::unique_ptr<Ring>> rx_, tx_;
     bool connected_ = false;
+    bool region_sent_ = false;      // client: the region went to a server
     const char* broken_ = nullptr;  // set on the traffic lcore, read on the control thread
     std::string error_;
     uint64_t bad_entries_ = 0;

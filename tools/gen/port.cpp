@@ -646,7 +646,7 @@ void PortSet::connect_native(const std::vector<std::size_t>& ports, double timeo
         }
         try {
             nic.connect(timeout);
-        } catch (const std::runtime_error& e) {
+        } catch (const std::exception& e) {
             // The NIC's messages start with the port's name; said here with its description.
             std::string why = e.what();
             const std::string prefix = "port " + specs_[i].name + ": ";
