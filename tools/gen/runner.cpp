@@ -466,8 +466,8 @@ void Runner::run_learning() {
 }
 
 void Runner::run_ceiling() {
-    // Ports 0, 1: loopback rings (no copy at all); 2, 3: a memif pair inside this process
-    // (the copies a wire to a switch costs, both ends paid by this one core); 4, 5: a
+    // Ports 0, 1: loopback rings (no copy at all); 2, 3: a memif pair of its own NICs
+    // inside this process (no copy either: each frame is built where it is read); 4, 5: a
     // vhost-user port and the virtio-user NIC connected to it (a guest and its switch
     // port, both paid by this core).
     struct Link {
