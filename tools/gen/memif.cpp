@@ -407,8 +407,9 @@ void MemifNic::connect(std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
     // Until the deadline, a peer that refuses us or breaks off the handshake is tried
     // again (a switch may refuse a client while it sets its port up: OVS-DPDK starts a
-    // memif port with one transmit queue, then restarts it with one per thread); the
-    // last failure is what is reported.
+    // memif port with one transmit queue, then restarts it with one per thread). What
+    // is reported is the last refusal (what the peer said, or why this side refused
+    // it), else the last failure.
     std::string failed;
     bool refused = false;
     for (;;) {
