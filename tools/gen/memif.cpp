@@ -143,12 +143,6 @@ std::string errno_text(const char* what) {
     return std::string(what) + ": " + std::strerror(errno);
 }
 
-std::string seconds_text(std::chrono::milliseconds t) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%g", static_cast<double>(t.count()) / 1000.0);
-    return text;
-}
-
 // The control channel's address: in the abstract namespace (DPDK's and VPP's default:
 // no file, gone with its listener) or a path in the file system.
 struct SocketAddress {
@@ -174,14 +168,6 @@ int remaining_ms(Clock::time_point deadline) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     return static_cast<int>(std::clamp<int64_t>(left, 0, 1'000'000));
-}
-
-vmm::UniqueFd make_eventfd(const std::string& port) {
-    vmm::UniqueFd fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (!fd) {
-        throw std::runtime_error("port " + port + ": " + errno_text("eventfd"));
-    }
-    return fd;
 }
 
 }  // namespace

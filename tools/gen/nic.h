@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include "vmm/util/unique_fd.h"
+
 namespace conduit::gen {
 
 class NativeNic {
@@ -45,5 +47,10 @@ class NativeNic {
     // and skipped, never followed.
     virtual uint64_t bad_entries() const = 0;
 };
+
+// For the NICs' set-up: a non-blocking eventfd (throws naming the port), and a
+// timeout as messages say it ("2", "0.5").
+vmm::UniqueFd make_eventfd(const std::string& port);
+std::string seconds_text(std::chrono::milliseconds t);
 
 }  // namespace conduit::gen

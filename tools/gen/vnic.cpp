@@ -79,20 +79,6 @@ vmm::vhost_user::Endpoint make_endpoint(const VnicOptions& o) {
     }
 }
 
-vmm::UniqueFd make_eventfd(const std::string& name) {
-    vmm::UniqueFd fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    if (fd.get() < 0) {
-        throw std::runtime_error("port " + name + ": eventfd: " + std::strerror(errno));
-    }
-    return fd;
-}
-
-std::string seconds_text(std::chrono::milliseconds t) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%g", static_cast<double>(t.count()) / 1000.0);
-    return text;
-}
-
 }  // namespace
 
 // One virtqueue in the NIC's memory, with the driver's side of its state.
