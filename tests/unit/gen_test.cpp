@@ -1,24 +1,32 @@
 // conduit-gen's pure parts: the sequence window (loss, reordering, duplicates), the
-// latency histogram, frame sizes, the frame template and stamp, traffic plans and port
-// specs.
+// latency histogram, frame sizes, the frame template and stamp, traffic plans, port
+// specs, and which received mbufs are sent again (real mbufs: EAL in memory).
 #include <gtest/gtest.h>
 #include <rte_mbuf.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <stdexcept>
 #include <vector>
 
+#include "tests/unit/mbuf_pool_env.h"
 #include "tools/gen/accounting.h"
 #include "tools/gen/frame.h"
 #include "tools/gen/plan.h"
 #include "tools/gen/port.h"
+#include "tools/gen/reuse.h"
 
 namespace conduit::gen {
 namespace {
+
+using test::g_pool;
+
+const auto* const g_env =
+    ::testing::AddGlobalTestEnvironment(new test::MbufPoolEnvironment("gen_test", 64, 1023));
 
 TEST(SequenceTracker, InOrderCountsEveryFrameOnce) {
     SequenceTracker t;
@@ -478,6 +486,66 @@ TEST(PortSpec, ReceiveQueuesAloneKeepOneTransmitQueue) {
               "port up: rxq must be a number from 1 to 8, not '9'");
     EXPECT_NE(spec_error("up=memif:socket=/tmp/m.sock,queues=2,rxq=2").find("give one of them"),
               std::string::npos);
+}
+
+TEST(BurstSorter, KeepsOurPlainBuffersInPlaceAndMovesTheRestOut) {
+    const unsigned baseline = rte_mempool_avail_count(g_pool);
+    std::unique_ptr<rte_mempool, void (*)(rte_mempool*)> elsewhere(
+        rte_pktmbuf_pool_create("gen_test_other", 63, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0),
+        rte_mempool_free);
+    ASSERT_NE(elsewhere, nullptr);
+    auto ours = [] {
+        rte_mbuf* m = rte_pktmbuf_alloc(g_pool);
+        EXPECT_NE(m, nullptr);
+        return m;
+    };
+    rte_mbuf* plain1 = ours();
+    rte_mbuf* foreign = rte_pktmbuf_alloc(elsewhere.get());
+    ASSERT_NE(foreign, nullptr);
+    rte_mbuf* plain2 = ours();
+    rte_mbuf* chained = ours();
+    ASSERT_EQ(rte_pktmbuf_chain(chained, ours()), 0);
+    rte_mbuf* shared = ours();
+    rte_mbuf_refcnt_update(shared, 1);  // another holder, e.g. a flood's clone
+    rte_mbuf* attached = ours();
+    rte_mbuf* plain3 = ours();
+    rte_pktmbuf_attach(attached, plain3);  // indirect: its data is plain3's
+    rte_mbuf* plain4 = ours();
+
+    std::array<rte_mbuf*, 8> burst = {plain1, foreign,  plain2, chained,
+                                      shared, attached, plain3, plain4};
+    BurstSorter sorter(burst.data(), g_pool);
+    for (uint16_t i = 0; i < burst.size(); ++i) {
+        sorter.take(i);
+    }
+    // plain3 has a second reference now (attached's): not ours alone either.
+    ASSERT_EQ(sorter.kept(), 3);
+    EXPECT_EQ(burst[0], plain1);
+    EXPECT_EQ(burst[1], plain2);
+    EXPECT_EQ(burst[2], plain4);
+    ASSERT_EQ(sorter.other_count(), 5);
+    const std::vector<rte_mbuf*> others(sorter.others(), sorter.others() + 5);
+    EXPECT_EQ(others, (std::vector<rte_mbuf*>{foreign, chained, shared, attached, plain3}));
+
+    rte_pktmbuf_free_bulk(sorter.others(), sorter.other_count());
+    rte_pktmbuf_free(shared);  // the other holder's reference
+    rte_pktmbuf_free_bulk(burst.data(), sorter.kept());
+    EXPECT_EQ(rte_mempool_avail_count(g_pool), baseline);
+    EXPECT_EQ(rte_mempool_avail_count(elsewhere.get()), 63u);
+}
+
+TEST(BurstSorter, ABurstOfOursIsLeftAsItIs) {
+    std::array<rte_mbuf*, 4> burst{};
+    ASSERT_EQ(rte_pktmbuf_alloc_bulk(g_pool, burst.data(), burst.size()), 0);
+    const auto before = burst;
+    BurstSorter sorter(burst.data(), g_pool);
+    for (uint16_t i = 0; i < burst.size(); ++i) {
+        sorter.take(i);
+    }
+    EXPECT_EQ(sorter.kept(), 4);
+    EXPECT_EQ(sorter.other_count(), 0);
+    EXPECT_EQ(burst, before);
+    rte_pktmbuf_free_bulk(burst.data(), burst.size());
 }
 
 }  // namespace

@@ -147,8 +147,7 @@ RunAccountant::Run RunAccountant::other(Run run, uint64_t head, uint64_t latency
     const auto key = static_cast<uint32_t>(head);
     const auto seq = static_cast<uint32_t>(head >> 32);
     if (running_ && key == static_cast<uint32_t>(run.expected)) {
-        // The run's stream: a number out of order or at a window word's start, or
-        // another latency.
+        // The run's stream: a number out of order, or another latency.
         SequenceTracker& tracker = streams_[stream_].seq;
         take_in_order(run.in_order);
         tracker.record(seq);

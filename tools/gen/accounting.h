@@ -3,6 +3,7 @@
 // and allocated before traffic starts; recording a frame never allocates.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -88,10 +89,16 @@ class SequenceTracker {
         record_out_of_order(seq32);
     }
     // `count` frames in order after the last one recorded, numbered highest_plus_one()
-    // onwards, none of them the first of a window word (a number that is a multiple of
-    // 64: record() clears that word). The receiver counts such runs in registers.
+    // onwards: the receiver counts such runs in registers. Each window word the run
+    // enters (at a number that is a multiple of 64) is cleared, as record() clears it.
     void record_in_order(uint64_t count) {
-        next_ += count;
+        const uint64_t end = next_ + count;
+        const uint64_t first_word = (next_ + 63) / 64;
+        const uint64_t words = std::min<uint64_t>((end + 63) / 64 - first_word, kWords);
+        for (uint64_t w = 0; w < words; ++w) {
+            window_[(first_word + w) % kWords] = 0;
+        }
+        next_ = end;
         unique_ += count;
     }
     void reset();
@@ -150,19 +157,17 @@ class RunAccountant {
 
     // One frame's stamp: `head` is its first eight bytes (magic, stream, 32-bit sequence
     // number, in host order), `latency` now minus its TSC. A frame continues the run when
-    // its head is the one expected, its latency the run's, and its number does not start
-    // a window word (a multiple of 64, whose word record() clears).
+    // its head is the one expected and its latency the run's.
     [[gnu::always_inline]] static bool continues(const Run& run, uint64_t head, uint64_t latency) {
-        return (head == run.expected) & ((run.expected & kWordStart) != 0) &
-               (latency == run.latency);
+        return (head == run.expected) & (latency == run.latency);
     }
     [[gnu::always_inline]] static void extend(Run& run) {
         run.expected += kOne;
         ++run.in_order;
     }
-    // A frame that does not continue the run: another stream, a number out of order or
-    // at a window word's start, another latency, or not a frame of this phase at all.
-    // Returns the run that follows it.
+    // A frame that does not continue the run: another stream, a number out of order,
+    // another latency, or not a frame of this phase at all. Returns the run that follows
+    // it.
     [[nodiscard]] Run other(Run run, uint64_t head, uint64_t latency);
     // After the last frame of the call, or before a frame that starts another run.
     void finish(Run run);
@@ -172,8 +177,7 @@ class RunAccountant {
     uint64_t foreign() const { return foreign_; }
 
   private:
-    static constexpr uint64_t kOne = uint64_t{1} << 32;         // one sequence number
-    static constexpr uint64_t kWordStart = uint64_t{63} << 32;  // its low six bits
+    static constexpr uint64_t kOne = uint64_t{1} << 32;  // one sequence number
 
     // Gives the run's frames in order to its stream's tracker; they share the latency.
     void take_in_order(uint64_t in_order);

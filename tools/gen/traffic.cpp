@@ -16,6 +16,7 @@
 
 #include "tools/gen/nic.h"
 #include "tools/gen/port.h"
+#include "tools/gen/reuse.h"
 
 namespace conduit::gen {
 
@@ -36,7 +37,7 @@ constexpr double kTxBatchWait = 200e-6;
 // Frames asked of a port per receive call: more than a transmit call sends, so that a
 // port fed one burst per round (a loopback, a switch keeping pace) is emptied in one
 // call, not in one and an empty one.
-constexpr uint16_t kRxBurst = 128;
+constexpr uint16_t kRxBurst = BurstSorter::kMaxBurst;
 
 // The fewest frames a receive call returns that do not prove the queue empty: the
 // memif, ring, af_packet and af_xdp drivers hand out as many as asked while they have
@@ -593,42 +594,32 @@ uint16_t Engine::receive(PortState& port, uint16_t queue, uint64_t now) {
     if (port.nic != nullptr) {
         return receive_native(port, queue, now);
     }
-    rte_mbuf* pkts[kRxBurst];
+    // Buffers are kept for the next frames sent while the stash has room for a burst:
+    // then the driver writes them straight into it (no copy per frame), and a buffer not
+    // ours to reuse is moved out, to be freed, as the burst is read.
+    const uint32_t stashed = stash_count_;
+    const bool keep = stashed + kRxBurst <= kStash;
+    rte_mbuf* elsewhere[kRxBurst];
+    rte_mbuf** const pkts = keep ? stash_ + stashed : elsewhere;
     const uint16_t n = rte_eth_rx_burst(port.id, queue, pkts, kRxBurst);
     if (n == 0) {
         return 0;
     }
-    rte_mbuf* other[kRxBurst];  // buffers not ours to reuse: freed
-    uint16_t no = 0;
-    // Buffers are kept for the next frames sent while the stash has room for a burst.
-    uint32_t stashed = stash_count_;
-    const bool keep = stashed + kRxBurst <= kStash;
-    // In locals: the stores into the stash might alias members, which the compiler
-    // would then reload for every frame.
-    rte_mbuf** const stash = stash_;
-    const rte_mempool* const pool = pool_;
     struct Mbufs {
         rte_mbuf** pkts;
         const uint8_t* data(uint16_t i) const { return rte_pktmbuf_mtod(pkts[i], const uint8_t*); }
         uint32_t len(uint16_t i) const { return rte_pktmbuf_data_len(pkts[i]); }
     } in{pkts};
-    account_frames(port, queue, in, n, now, [&](uint16_t i) {
-        rte_mbuf* m = pkts[i];
-        // Kept when it is ours to reuse as it is: from our pool, one segment, one
-        // reference (read together with the segment count), direct.
-        uint32_t refcnt_and_segs;
-        static_assert(offsetof(rte_mbuf, nb_segs) == offsetof(rte_mbuf, refcnt) + 2);
-        std::memcpy(&refcnt_and_segs, &m->refcnt, 4);
-        if (keep & (m->pool == pool) & (refcnt_and_segs == (1u | 1u << 16)) & RTE_MBUF_DIRECT(m))
-            [[likely]] {
-            stash[stashed++] = m;
-        } else {
-            other[no++] = m;
-        }
-    });
-    stash_count_ = stashed;
-    if (no != 0) {
-        rte_pktmbuf_free_bulk(other, no);
+    if (!keep) {
+        account_frames(port, queue, in, n, now, [](uint16_t) {});
+        rte_pktmbuf_free_bulk(pkts, n);
+        return n;
+    }
+    BurstSorter sorter(pkts, pool_);
+    account_frames(port, queue, in, n, now, [&sorter](uint16_t i) { sorter.take(i); });
+    stash_count_ = stashed + sorter.kept();
+    if (sorter.other_count() != 0) {
+        rte_pktmbuf_free_bulk(sorter.others(), sorter.other_count());
     }
     return n;
 }

@@ -213,7 +213,8 @@ class Engine {
     uint64_t work_cycles_ = 0;
     uint64_t loop_cycles_ = 0;
     // Received mbufs kept for the next frames sent: the frame just read is in the
-    // cache, and the pool is not touched at all (most-recent first).
+    // cache, and the pool is not touched at all (most-recent first). A receive call has
+    // the driver write its burst into the free end (see reuse.h).
     static constexpr uint32_t kStash = 1024;
     rte_mbuf* stash_[kStash] = {};
     uint32_t stash_count_ = 0;
