@@ -120,6 +120,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             for i, (wall, guest) in enumerate(zip(host.boots, host.guest_boots), 1):
                 tr.write_line(f"  boot {i}: ready {wall:.1f} s after QEMU started "
                               f"(outer guest uptime {guest:.1f} s)")
+            for stall in host.boot_stalls:
+                tr.write_line(f"  outer boot stalled, QEMU started again: {stall}")
             for crash in host.crashes:
                 tr.write_line(f"  outer kernel crash, run repeated on a fresh boot: {crash}")
         for t in host.timings:

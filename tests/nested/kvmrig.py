@@ -79,6 +79,17 @@ class RigError(Exception):
 OUTER_CRASH_REPEATS = 2
 
 
+# How many times a boot that stalled (QEMU still running, the outer guest not ready
+# within boot_timeout) is tried again on a fresh QEMU. Seen once in CI: a TCG outer kernel
+# stopped at 7.3 s of uptime, just before it would run init, printed nothing more for
+# 300 s, and every test of the suite failed with it.
+OUTER_BOOT_RETRIES = 1
+
+
+class BootStalled(RigError):
+    """The outer guest was not ready within boot_timeout while QEMU went on running."""
+
+
 # A CPU of the outer kernel that its soft-lockup watchdog reports stuck this long (the
 # kernel's own figure, "stuck for Ns!") is taken as a crash: seen once in CI, a TCG outer
 # guest spun in smp_call_function_many_cond for minutes without ever panicking, and the
@@ -274,24 +285,40 @@ class NestedKvm(KvmHost):
         self._boot_count = 0
         self._outer_hz = None    # the outer kernel's CONFIG_HZ, read when first needed
         self.crashes = []        # outer kernel crashes, each followed by another try
+        self.boot_stalls = []    # boots not ready in time, each followed by another try
         for d in ("queue", "state"):
             (self.workdir / d).mkdir(exist_ok=True)
 
     # -- booting -------------------------------------------------------------------
     def boot(self):
         """Starts the outer guest and waits until it has proved /dev/kvm; raises
-        RigError with the reason otherwise. A failed boot is not retried: every later
-        run fails at once with the same reason."""
+        RigError with the reason otherwise. A boot that stalled is tried again on a fresh
+        QEMU, OUTER_BOOT_RETRIES times (each stall is kept in self.boot_stalls and
+        reported in the suite summary); any other failure is not: every later run fails
+        at once with the same reason."""
         if self._boot_error is not None:
             raise RigError(self._boot_error)
         if self._alive():
             return
-        try:
-            self._boot()
-        except RigError as err:
-            self._boot_error = str(err)
-            self._kill()
-            raise
+        for attempt in range(OUTER_BOOT_RETRIES + 1):
+            try:
+                self._boot()
+                return
+            except BootStalled as err:
+                self._kill()
+                first_line = str(err).splitlines()[0]
+                self.boot_stalls.append(f"boot {self._boot_count}: {first_line}")
+                if attempt < OUTER_BOOT_RETRIES:
+                    print(f"kvmrig: {first_line}; booting a fresh outer guest", file=sys.stderr,
+                          flush=True)
+                    continue
+                self._boot_error = (f"{attempt + 1} boots in a row stalled; the last one: "
+                                    f"{err}")
+                raise RigError(self._boot_error) from err
+            except RigError as err:
+                self._boot_error = str(err)
+                self._kill()
+                raise
 
     def _boot(self):
         stock = stock_kernel()
@@ -348,8 +375,8 @@ class NestedKvm(KvmHost):
                 raise RigError(self._story(f"the outer guest ended during boot (QEMU exit "
                                            f"{self._proc.returncode})"))
             if time.monotonic() > deadline:
-                raise RigError(self._story(f"the outer guest was not ready after "
-                                           f"{self.boot_timeout} s"))
+                raise BootStalled(self._story(f"the outer guest was not ready after "
+                                              f"{self.boot_timeout} s"))
             time.sleep(0.2)
         self.boots.append(time.monotonic() - start)
         facts = {}

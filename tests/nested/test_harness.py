@@ -276,6 +276,29 @@ def test_an_outer_guest_without_kvm_fails_with_the_reason(tmp_path):
         rig.close()
 
 
+def test_an_outer_boot_that_stalls_is_tried_once_more_then_fails_with_both(tmp_path):
+    """A boot not ready within boot_timeout (here 2 s: no outer guest under TCG is) is
+    tried again on a fresh QEMU once; a second stall fails the run, saying so, and every
+    stall is kept for the suite summary."""
+    rig = kvmrig.NestedKvm(tmp_path / "stall", memory="1G", hugepages=0, boot_timeout=2)
+    try:
+        with pytest.raises(kvmrig.RigError) as failure:
+            rig.run("echo must not run", timeout=60)
+        message = str(failure.value)
+        assert message.startswith("2 boots in a row stalled; the last one: the outer guest "
+                                  "was not ready after 2 s"), message
+        assert "--- outer console" in message, message
+        assert [s.split(":")[0] for s in rig.boot_stalls] == ["boot 1", "boot 2"], \
+            rig.boot_stalls
+        assert all((tmp_path / "stall" / f"console-{i}.log").exists() for i in (1, 2))
+        assert not rig._alive()  # neither QEMU is left running
+        with pytest.raises(kvmrig.RigError, match="2 boots in a row stalled"):
+            rig.run("echo must not run either", timeout=60)  # at once: no third boot
+        assert len(rig.boot_stalls) == 2
+    finally:
+        rig.close()
+
+
 GUEST_PING_INIT = r"""
 arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 ip link set lo up
