@@ -412,6 +412,35 @@ uint16_t Engine::build_frames(PortState& port, Frames& out, uint16_t count, uint
             port.burst_len = len;
             return count;
         }
+        if (s.spec.frames == 0 && port.sizes.size() == 1) {
+            // One stream of one size cycling through addresses or flows (--macs, --flows):
+            // its counters in locals, its header composed in registers (CyclingHeader).
+            const uint16_t size = port.sizes[0];
+            const CyclingHeader header(s.tmpl, size);
+            // In locals, as above: a store into a frame might alias any field.
+            const Mac dst_base = s.spec.dst_base, src_base = s.spec.src_base;
+            const uint32_t dst_count = s.spec.dst_count, src_count = s.spec.src_count;
+            const uint32_t flows = s.spec.flows;
+            uint64_t seq = s.next_seq;
+            uint32_t src_i = s.src_i, dst_i = s.dst_i, flow_i = s.flow_i;
+            out.for_burst(size);
+            const uint64_t key = magic | uint64_t{si} << 16;
+            for (uint16_t k = 0; k < count; ++k) {
+                out.done(k);
+                header.write(out.data(k), dst_base + dst_i, src_base + src_i,
+                             static_cast<uint16_t>(1024 + flow_i), key | (seq++ << 32), now);
+                src_i = src_i + 1 == src_count ? 0 : src_i + 1;
+                dst_i = dst_i + 1 == dst_count ? 0 : dst_i + 1;
+                flow_i = flow_i + 1 == flows ? 0 : flow_i + 1;
+            }
+            s.next_seq = seq;
+            s.src_i = src_i;
+            s.dst_i = dst_i;
+            s.flow_i = flow_i;
+            port.burst_stream = si;
+            port.burst_len = size;
+            return count;
+        }
     }
     port.burst_stream = -1;
     uint16_t built = 0;
